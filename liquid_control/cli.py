@@ -1,0 +1,44 @@
+"""`liquid-control` command line: one entry point, one subcommand per user task.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their subcommand runs, so
+`liquid-control info` does not pay for importing PyBullet or rclpy.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Keep sorted by the order users meet them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("liquid_control.commands.info", "versions, and parameter counts of a model file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liquid-control", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        # Arguments are added lazily (see main) so that --help of one command
+        # never imports another command's heavy dependencies.
+        sub.add_parser(name, help=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # First pass: find the subcommand, then let its module add its own arguments.
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+        sp = argparse.ArgumentParser(prog=f"liquid-control {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+        module.add_arguments(sp)
+        args = sp.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    parser.parse_args(argv)  # prints usage / error for unknown or missing commands
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `liquid-control` subcommand: add_arguments(parser) and run(args)."""
