@@ -1,0 +1,191 @@
+"""rclpy helpers shared by every node: QoS profiles, ranged parameters, diagnostics, main().
+
+QoS follows DESIGN.md: images and features use the sensor-data profile (best
+effort, keep last, small depth) so a slow reader drops old frames instead of
+queueing them; commands use reliable, depth 1 (only the newest command matters,
+but it must not be lost on a lossy link); latched state (mode, armed) is
+reliable + transient local so late subscribers get the last value.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+SENSOR_QOS_DEPTH = 5
+
+
+def sensor_qos(depth: int = SENSOR_QOS_DEPTH) -> QoSProfile:
+    """Images, features, odometry: best effort, keep last `depth`."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def command_qos() -> QoSProfile:
+    """Velocity commands: reliable, keep last 1."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """Slowly changing state (vehicle mode, armed): reliable, transient local, keep last 1."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def stamp_to_seconds(stamp: Any) -> float:
+    """builtin_interfaces/Time (or rclpy Time) -> float seconds."""
+    if hasattr(stamp, "nanoseconds"):
+        return stamp.nanoseconds * 1e-9
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def now_seconds(node: Node) -> float:
+    """The node's clock (ROS time under use_sim_time) as float seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its default fixes the type; `low`/`high` give an inclusive range for numbers.
+
+    `choices` restricts a string parameter to a fixed set (checked at start and on every set).
+    """
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" (one of: {', '.join(self.choices)})"
+        descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
+        if self.low is not None or self.high is not None:
+            if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
+                raise TypeError(f"parameter {self.name}: a range needs an int or float default")
+            low = -math.inf if self.low is None else self.low
+            high = math.inf if self.high is None else self.high
+            if isinstance(self.default, int):
+                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+            else:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+        return descriptor
+
+
+class ParameterError(ValueError):
+    """A parameter value is missing, of the wrong type or out of range; the message names it."""
+
+
+def declare_parameters_with_ranges(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Declare every spec (with description and range) and return name -> value.
+
+    Values from a params file or `--ros-args -p` that are out of range, of the
+    wrong type or not among `choices` raise ParameterError naming the parameter;
+    later `set_parameters` calls with such values are rejected by rclpy (ranges)
+    or by the callback installed here (choices).
+    """
+    specs = list(specs)
+    values: dict[str, Any] = {}
+    choices = {spec.name: spec.choices for spec in specs if spec.choices}
+    for spec in specs:
+        try:
+            parameter = node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except Exception as exc:  # rclpy raises several exception types for type/range violations
+            hint = ""
+            if isinstance(spec.default, float) and not isinstance(spec.default, bool):
+                hint = f" (it is a float: write {float(spec.default)!r}-style values, e.g. 20.0 not 20)"
+            raise ParameterError(f"parameter '{spec.name}': {exc}{hint}") from None
+        value = parameter.value
+        if spec.choices and value not in spec.choices:
+            raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {list(spec.choices)}")
+        values[spec.name] = value
+
+    if choices:
+        def check_choices(parameters) -> SetParametersResult:
+            for parameter in parameters:
+                allowed = choices.get(parameter.name)
+                if allowed and parameter.value not in allowed:
+                    return SetParametersResult(successful=False,
+                                               reason=f"{parameter.name} must be one of {list(allowed)}")
+            return SetParametersResult(successful=True)
+
+        node.add_on_set_parameters_callback(check_choices)
+    return values
+
+
+LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR, 3: DiagnosticStatus.STALE}
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def make_status(name: str, level: int, message: str, values: Mapping[str, Any] | None = None,
+                hardware_id: str = "") -> DiagnosticStatus:
+    """A DiagnosticStatus; level 0 OK, 1 WARN, 2 ERROR, 3 STALE; values become strings."""
+    if level not in LEVELS:
+        raise ValueError(f"diagnostic level must be 0 (OK), 1 (WARN), 2 (ERROR) or 3 (STALE), got {level!r}")
+    return DiagnosticStatus(level=LEVELS[level], name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=str(k), value=_format_value(v)) for k, v in (values or {}).items()])
+
+
+class DiagnosticsPublisher:
+    """Publishes DiagnosticArray on /diagnostics, stamped with the node's clock."""
+
+    def __init__(self, node: Node, topic: str = "/diagnostics") -> None:
+        self._node = node
+        self._publisher = node.create_publisher(DiagnosticArray, topic, 10)
+
+    def publish(self, *statuses: DiagnosticStatus) -> DiagnosticArray:
+        array = DiagnosticArray(status=list(statuses))
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        self._publisher.publish(array)
+        return array
+
+
+def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """main() body for a node: init, build, spin single-threaded, clean up on Ctrl-C/SIGTERM.
+
+    Returns the process exit code: 0 on a clean shutdown, 1 if the node could not
+    be built (bad parameters, unreachable device) — the reason is logged, no traceback.
+    A node may define `close()`; it is called before the node is destroyed.
+    """
+    rclpy.init(args=args)  # installs SIGINT and SIGTERM handlers that shut the context down
+    node = None
+    executor = SingleThreadedExecutor()  # measured: better timer lateness than multi-threaded (DESIGN.md)
+    try:
+        try:
+            node = node_factory()
+        except (ValueError, OSError, RuntimeError, TypeError) as exc:
+            rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")
+            return 1
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
