@@ -1,0 +1,157 @@
+"""Privileged expert: flies every task from ground truth, outputs the policy's command type.
+
+Command: body-frame FLU ``[vx, vy, vz, yaw_rate]`` (m/s, m/s, m/s, rad/s, CCW
+positive), the same as the learned policy and ``cmd_vel``.
+
+The law is written so that a camera-only policy can imitate it:
+  * yaw rate turns the target towards the image centre (proportional to its
+    bearing, i.e. its horizontal image offset);
+  * forward speed closes the distance to a stand-off, but only while the target
+    is near the image centre (a smooth gate on the bearing), so the behaviour is
+    "centre it, then approach" — the distance is visible as the target's size;
+  * vertical speed levels the drone with the target (its vertical image offset);
+  * when the target is not in the camera's view, the drone stops and turns:
+    towards the side where it was last seen if that was within `memory_s`,
+    otherwise CCW (a fixed, learnable search direction; privileged knowledge of
+    where the next target is would not be imitable from images).
+  * for a moving target, the target's velocity (what an image sequence shows as
+    motion) is added as feed-forward.
+Every output is a smooth (continuous, saturating) function of the state and is
+clipped to `ExpertConfig` limits, which sit inside the flight controller's
+`ControlLimits` (3 m/s, 1.5 m/s vertical, 1.5 rad/s).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from liquid_control.simulation.tasks import CameraLike, StateLike, project_point, wrap_angle
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Gains (1/s) and limits (m/s, rad/s) of the expert; stand-offs in metres."""
+
+    standoff_m: float = 1.0  # fly_to_target and target_loop: aim for the middle of [0.5, 1.5]
+    chase_standoff_m: float = 1.5  # chase: the middle of [0.75, 2.25]
+    yaw_gain: float = 2.0  # rad/s per rad of bearing
+    forward_gain: float = 0.8  # m/s per m of distance error
+    brake_accel_mps2: float = 0.8  # forward speed <= sqrt(2·a·distance) so it can stop in time
+    vertical_gain: float = 1.0  # m/s per m of height error
+    approach_gate_deg: float = 35.0  # no forward motion once the bearing exceeds this
+    max_forward_mps: float = 1.5
+    max_backward_mps: float = 0.6
+    max_lateral_mps: float = 1.0
+    max_vertical_mps: float = 0.8
+    max_yaw_rate_radps: float = 1.2
+    search_yaw_rate_radps: float = 0.9
+    memory_s: float = 1.0  # how long the side of a lost target is remembered
+
+    def limits(self) -> np.ndarray:
+        return np.array([self.max_forward_mps, self.max_lateral_mps, self.max_vertical_mps, self.max_yaw_rate_radps])
+
+
+class Expert:
+    """Stateful only in what a camera policy could also remember: where the target was last seen."""
+
+    def __init__(self, camera: CameraLike, config: ExpertConfig = ExpertConfig(), task: str = "fly_to_target") -> None:
+        self.camera = camera
+        self.config = config
+        self.task = task
+        self._last_seen_bearing = 0.0
+        self._last_seen_time_s = -math.inf
+
+    def reset(self, task: str | None = None) -> None:
+        if task is not None:
+            self.task = task
+        self._last_seen_bearing = 0.0
+        self._last_seen_time_s = -math.inf
+
+    def act(self, state: StateLike, target_position: np.ndarray,
+            target_velocity: np.ndarray | None = None) -> np.ndarray:
+        """Command [vx, vy, vz, yaw_rate] (body FLU) towards `target_position` (world, m)."""
+        c = self.config
+        position = np.asarray(state.position, dtype=float)
+        target = np.asarray(target_position, dtype=float)
+        if target.shape != (3,) or not np.all(np.isfinite(target)):
+            raise ValueError(f"target_position must be 3 finite numbers, got {target_position!r}")
+        yaw = float(state.rpy[2])
+        rel = target - position
+        horizontal = math.hypot(rel[0], rel[1])
+        bearing = wrap_angle(math.atan2(rel[1], rel[0]) - yaw)
+        seen = project_point(state, target, self.camera).in_view
+        now = float(state.time_s)
+        if seen:
+            self._last_seen_bearing, self._last_seen_time_s = bearing, now
+
+        # Feed-forward of the target's own motion, in a yaw-only body frame.
+        ff_body = np.zeros(3)
+        ff_yaw = 0.0
+        if target_velocity is not None:
+            tv = np.asarray(target_velocity, dtype=float)
+            cy, sy = math.cos(yaw), math.sin(yaw)
+            ff_body = np.array([cy * tv[0] + sy * tv[1], -sy * tv[0] + cy * tv[1], tv[2]])
+            if horizontal > 0.3:  # angular rate of the line of sight caused by the target's motion
+                ff_yaw = (rel[0] * tv[1] - rel[1] * tv[0]) / (horizontal * horizontal)
+
+        command = np.zeros(4)
+        command[2] = c.vertical_gain * rel[2] + ff_body[2]
+        if not seen:
+            recent = now - self._last_seen_time_s <= c.memory_s
+            direction = math.copysign(1.0, self._last_seen_bearing) if recent and self._last_seen_bearing else 1.0
+            command[3] = direction * c.search_yaw_rate_radps
+        else:
+            standoff = c.chase_standoff_m if self.task == "chase" else c.standoff_m
+            # Horizontal stand-off that gives the 3-D stand-off at the current height difference.
+            target_horizontal = math.sqrt(max(standoff * standoff - rel[2] * rel[2], 0.0))
+            error = horizontal - target_horizontal
+            speed = c.forward_gain * error
+            if error > 0:
+                speed = min(speed, math.sqrt(2.0 * c.brake_accel_mps2 * error))
+            gate = max(0.0, 1.0 - (abs(bearing) / math.radians(c.approach_gate_deg)) ** 2)
+            command[0] = gate * (speed + ff_body[0])
+            command[1] = gate * ff_body[1]
+            command[3] = c.yaw_gain * bearing + ff_yaw
+        return np.clip(command, [-c.max_backward_mps, -c.max_lateral_mps, -c.max_vertical_mps, -c.max_yaw_rate_radps],
+                       [c.max_forward_mps, c.max_lateral_mps, c.max_vertical_mps, c.max_yaw_rate_radps])
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """Exploration noise for DAgger-style data: Ornstein-Uhlenbeck noise plus occasional pushes.
+
+    std is per command axis [vx, vy, vz, yaw_rate] (m/s, rad/s); tau_s its correlation time;
+    every step a push of `push_magnitude` (same units) starts with probability `push_prob`
+    and lasts `push_s` seconds.
+    """
+
+    std: tuple[float, float, float, float] = (0.3, 0.3, 0.15, 0.3)
+    tau_s: float = 0.5
+    push_prob: float = 0.01
+    push_magnitude: tuple[float, float, float, float] = (0.8, 0.8, 0.3, 0.8)
+    push_s: float = 0.5
+
+
+class Perturbation:
+    """Seeded noise added to a command; `apply(command, dt)` returns the perturbed command."""
+
+    def __init__(self, config: PerturbationConfig = PerturbationConfig(), seed: int = 0) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self._noise = np.zeros(4)
+        self._push = np.zeros(4)
+        self._push_left_s = 0.0
+
+    def apply(self, command: np.ndarray, dt: float) -> np.ndarray:
+        c = self.config
+        std = np.asarray(c.std, dtype=float)
+        decay = math.exp(-dt / c.tau_s)
+        self._noise = decay * self._noise + math.sqrt(1.0 - decay * decay) * std * self.rng.standard_normal(4)
+        if self._push_left_s <= 0.0 and self.rng.random() < c.push_prob:
+            self._push = np.asarray(c.push_magnitude) * self.rng.choice([-1.0, 1.0], size=4)
+            self._push_left_s = c.push_s
+        push = self._push if self._push_left_s > 0.0 else np.zeros(4)
+        self._push_left_s -= dt
+        return np.asarray(command, dtype=float) + self._noise + push

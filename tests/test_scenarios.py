@@ -1,0 +1,195 @@
+"""Scenario/suite files: every shipped file loads, sampling is seeded, each malformation is named."""
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from liquid_control.simulation.scenario import (
+    ScenarioError, list_suites, load_scenario, load_suite, sample_episode,
+)
+from liquid_control.stats import proportion, wilson_interval
+
+OOD_SUITES = ["ood_appearance", "ood_lighting", "ood_distractors", "ood_range", "ood_dynamics", "ood_timing"]
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# ---------------------------------------------------------------- shipped files
+
+def test_all_shipped_suites_load_with_train_and_six_ood():
+    names = list_suites()
+    assert "train" in names and set(OOD_SUITES) <= set(names)
+    for name in names:
+        suite = load_suite(name)
+        assert suite.total_episodes >= 100, name
+
+
+@pytest.mark.parametrize("suite_name", OOD_SUITES)
+def test_each_ood_scenario_shifts_exactly_one_factor_of_its_train_scenario(suite_name):
+    factor_sections = {
+        "ood_appearance": {"ground", "sky"}, "ood_lighting": {"lighting"}, "ood_distractors": {"distractors"},
+        "ood_range": {"target", "loop"}, "ood_dynamics": {"wind", "airframes"}, "ood_timing": {"timing"},
+    }[suite_name]
+    for entry in load_suite(suite_name).entries:
+        ood = entry.scenario
+        train = load_scenario("train_" + ood.task)
+        changed = {k for k in ood.raw if ood.raw[k] != train.raw[k]} - {"description"}
+        assert changed and changed <= factor_sections, (ood.name, changed)
+        assert ood.task == train.task
+
+
+def test_ood_values_are_the_ones_the_issue_asks_for():
+    fly_range = load_scenario("ood_range_fly_to_target").section("target")["range_m"]
+    assert (fly_range.low, fly_range.high) == (8.0, 14.0)
+    timing = load_scenario("ood_timing_chase").section("timing")
+    assert timing["frame_drop_prob"].low == 0.3 and timing["latency_jitter_s"].low == 0.05
+    assert load_scenario("ood_dynamics_target_loop").airframes == ("quad250",)
+    train_textures = set(load_scenario("train_fly_to_target").section("ground")["textures"])
+    assert not train_textures & set(load_scenario("ood_appearance_fly_to_target").section("ground")["textures"])
+
+
+# ---------------------------------------------------------------- sampling
+
+def test_same_scenario_and_seed_give_identical_episode_and_seeds_differ():
+    scenario = load_scenario("train_target_loop")
+    a, b = sample_episode(scenario, 7), sample_episode(scenario, 7)
+    assert a == b
+    c = sample_episode(scenario, 8)
+    assert c.targets != a.targets
+
+
+def test_samples_respect_the_scenario_ranges():
+    scenario = load_scenario("train_fly_to_target")
+    for seed in range(40):
+        ep = sample_episode(scenario, seed)
+        start, target = np.array(ep.start_position), np.array(ep.targets[0])
+        horizontal = np.linalg.norm((target - start)[:2])
+        assert 3.0 - 1e-9 <= horizontal <= 8.0 + 1e-9
+        bearing = math.atan2(*(target - start)[1::-1]) - ep.start_yaw_rad
+        bearing = (bearing + math.pi) % (2 * math.pi) - math.pi
+        assert abs(math.degrees(bearing)) <= 15.0 + 1e-6
+        assert 0.8 <= start[2] <= 1.5 and 0.7 <= target[2] <= 1.6
+        assert ep.target_colour in [(0.9, 0.1, 0.1), (0.8, 0.05, 0.15), (0.95, 0.25, 0.1)]
+        assert len(ep.distractors) <= 3
+        assert math.isclose(np.linalg.norm(ep.light_direction), 1.0)
+
+
+def test_loop_targets_and_chase_path_have_the_promised_geometry():
+    loop = load_scenario("train_target_loop")
+    for seed in range(20):
+        ep = sample_episode(loop, seed)
+        assert 3 <= len(ep.targets) <= 4
+        legs = np.diff(np.array(ep.targets)[:, :2], axis=0)
+        assert np.all(np.linalg.norm(legs, axis=1) <= 6.0 + 1e-9)
+    chase = sample_episode(load_scenario("train_chase"), 3)
+    pts = np.array(chase.chase_path.points)
+    speeds = np.linalg.norm(np.diff(pts[:, :2], axis=0), axis=1) / chase.chase_path.dt_s
+    assert speeds.max() <= 1.0 + 1e-9 and speeds.min() > 0.1
+    assert np.allclose(chase.chase_path.position(0.0), chase.targets[0])
+    start_range = np.linalg.norm(np.array(chase.targets[0])[:2] - np.array(chase.start_position)[:2])
+    assert 1.3 <= start_range <= 1.7
+
+
+def test_distractors_keep_clear_of_the_flight_path():
+    scenario = load_scenario("ood_distractors_fly_to_target")
+    for seed in range(10):
+        ep = sample_episode(scenario, seed)
+        a, b = np.array(ep.start_position[:2]), np.array(ep.targets[0][:2])
+        for obj in ep.distractors:
+            p = np.array(obj.position[:2])
+            t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0, 1)
+            assert np.linalg.norm(p - (a + t * (b - a))) >= 1.5
+
+
+def test_bad_seed_is_rejected():
+    with pytest.raises(ValueError, match="seed"):
+        sample_episode(load_scenario("train_chase"), -1)
+
+
+# ---------------------------------------------------------------- malformed files: one test per kind
+
+@pytest.mark.parametrize("body, key, fragment", [
+    ("task: fly_to_target\nwind: {speed: 1}\n", "wind.speed", "unknown key"),
+    ("task: fly_to_target\nbogus: 1\n", "bogus", "unknown key"),
+    ("description: no task\n", "task", "missing"),
+    ("task: hover\n", "task", "fly_to_target"),
+    ("task: fly_to_target\ntarget: {range_m: far}\n", "target.range_m", "[low, high]"),
+    ("task: fly_to_target\ntarget: {range_m: [9, 3]}\n", "target.range_m", "low 9 > high 3"),
+    ("task: fly_to_target\ntarget: {range_m: [3, 80]}\n", "target.range_m", "out of range"),
+    ("task: fly_to_target\ntiming: {frame_drop_prob: 1.5}\n", "timing.frame_drop_prob", "<= 0.9"),
+    ("task: fly_to_target\ndistractors: {count: [1.5, 3]}\n", "distractors.count", "whole numbers"),
+    ("task: fly_to_target\ntarget: {shapes: [cone]}\n", "target.shapes", "unknown ['cone']"),
+    ("task: fly_to_target\nground: {colours: [[0.1, 0.2]]}\n", "ground.colours", "[r, g, b]"),
+    ("task: fly_to_target\nsky: {colours: [[0.1, 0.2, 2.0]]}\n", "sky.colours", "0..1"),
+    ("task: fly_to_target\nairframes: [jumbo]\n", "airframes", "quad250"),
+    ("task: fly_to_target\nduration_s: -3\n", "duration_s", "[1.0, 600.0]"),
+    ("task: fly_to_target\nlighting: 3\n", "lighting", "mapping"),
+    ("task: fly_to_target\nextends: no_such_scenario\n", "extends", "not found"),
+    ("- just\n- a list\n", "", "mapping"),
+    ("task: [unclosed\n", "", "not valid YAML"),
+])
+def test_malformed_scenario_names_file_key_and_allowed(tmp_path, body, key, fragment):
+    path = write(tmp_path, "broken.yaml", body)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    err = info.value
+    assert err.file == str(path) and err.key == key
+    assert str(path) in str(err) and fragment in str(err)
+
+
+def test_missing_scenario_file_and_circular_extends(tmp_path):
+    with pytest.raises(ScenarioError, match="file not found"):
+        load_scenario(tmp_path / "nothing.yaml")
+    write(tmp_path, "a.yaml", "extends: b.yaml\ntask: chase\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\ntask: chase\n")
+    with pytest.raises(ScenarioError, match="circular"):
+        load_scenario(tmp_path / "a.yaml")
+
+
+def test_extends_replaces_only_named_keys(tmp_path):
+    path = write(tmp_path, "x.yaml", "extends: train_fly_to_target\ntarget: {range_m: [4, 5]}\n")
+    scenario = load_scenario(path)
+    base = load_scenario("train_fly_to_target")
+    assert scenario.section("target")["range_m"].low == 4.0
+    assert scenario.section("target")["shapes"] == base.section("target")["shapes"]
+    assert scenario.task == "fly_to_target"
+
+
+@pytest.mark.parametrize("body, key", [
+    ("scenarios: []\n", "scenarios"),
+    ("scenarios:\n  - {scenario: train_chase, episodes: 0}\n", "scenarios[0].episodes"),
+    ("scenarios:\n  - {scenario: nope, episodes: 3}\n", "scenarios[0].scenario"),
+    ("scenarios:\n  - {scenario: train_chase}\n", "scenarios[0]"),
+    ("runs: 3\nscenarios:\n  - {scenario: train_chase, episodes: 1}\n", "runs"),
+])
+def test_malformed_suite_names_the_key(tmp_path, body, key):
+    path = write(tmp_path, "suite.yaml", body)
+    with pytest.raises(ScenarioError) as info:
+        load_suite(path)
+    assert info.value.key == key and str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------- Wilson interval
+
+def test_wilson_interval_known_values():
+    # Known answers worked by hand from the Wilson formula (Brown, Cai & DasGupta 2001, eq. 4).
+    low, high = wilson_interval(98, 100)
+    assert low == pytest.approx(0.92996, abs=1e-4) and high == pytest.approx(0.99450, abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.27753, abs=1e-4)
+    low, high = wilson_interval(100, 100)
+    assert high == 1.0 and low == pytest.approx(0.96301, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_interval_rejects_bad_counts():
+    for args in [(-1, 3), (4, 3), (1.5, 3), (True, 3)]:
+        with pytest.raises(ValueError):
+            wilson_interval(*args)
+    p = proportion([True, True, False, True])
+    assert p.successes == 3 and p.trials == 4 and p.low < 0.75 < p.high
