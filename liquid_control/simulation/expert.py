@@ -109,7 +109,7 @@ class Expert:
             error = horizontal - target_horizontal
             speed = c.forward_gain * error
             if error > 0:
-                speed = min(speed, math.sqrt(2.0 * c.brake_accel_mps2 * error))
+                speed = min(speed, math.sqrt(2.0 * c.brake_accel_mps2 * error), c.max_forward_mps)
             gate = max(0.0, 1.0 - (abs(bearing) / math.radians(c.approach_gate_deg)) ** 2)
             command[0] = gate * (speed + ff_body[0])
             command[1] = gate * ff_body[1]

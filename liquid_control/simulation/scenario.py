@@ -423,7 +423,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 
 @dataclass(frozen=True)
-class SceneObject:
+class PlacedObject:
     """A coloured primitive in the world (target or distractor). Position in world metres."""
 
     shape: str
@@ -478,7 +478,7 @@ class EpisodeSpec:
     target_shape: str
     target_colour: Colour
     target_size_m: float
-    distractors: tuple[SceneObject, ...]
+    distractors: tuple[PlacedObject, ...]
     ground_colour: Colour
     ground_second_colour: Colour
     ground_texture: str
@@ -613,7 +613,7 @@ def sample_episode(scenario: Scenario, seed: int) -> EpisodeSpec:
             else:
                 near = min(_segment_distance(pos, a, b) for a, b in zip(path_points[:-1], path_points[1:]))
             if near >= clear:
-                distractors.append(SceneObject(_choose(rng, distract["shapes"]), _choose(rng, distract["colours"]),
+                distractors.append(PlacedObject(_choose(rng, distract["shapes"]), _choose(rng, distract["colours"]),
                                                size, _tuple3(pos)))
                 break
 

@@ -1,0 +1,111 @@
+"""The expert's control law: known answers on synthetic states, limits, smoothness, and closed-loop
+success against an ideal velocity-tracking vehicle (the physics version is in test_env.py)."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from liquid_control.simulation.expert import Expert, ExpertConfig, Perturbation, PerturbationConfig
+from liquid_control.simulation.scenario import load_scenario, sample_episode
+from liquid_control.simulation.tasks import make_task, wrap_angle
+from tests.test_tasks import DT, Camera, state
+
+
+def test_centred_target_far_ahead_gives_full_forward_speed_only():
+    expert = Expert(Camera())
+    cmd = expert.act(state((0, 0, 1)), np.array([6.0, 0.0, 1.0]))
+    assert cmd == pytest.approx([ExpertConfig().max_forward_mps, 0.0, 0.0, 0.0])
+
+
+def test_target_off_centre_turns_towards_it_and_slows():
+    expert = Expert(Camera())
+    left = expert.act(state((0, 0, 1)), np.array([4.0, 4.0 * math.tan(math.radians(20)), 1.0]))
+    right = expert.act(state((0, 0, 1)), np.array([4.0, -4.0 * math.tan(math.radians(20)), 1.0]))
+    assert left[3] == pytest.approx(2.0 * math.radians(20)) and right[3] == pytest.approx(-left[3])
+    centred = expert.act(state((0, 0, 1)), np.array([4.0, 0.0, 1.0]))
+    assert 0 < left[0] < centred[0]
+
+
+def test_at_standoff_it_stops_and_too_close_it_backs_off():
+    expert = Expert(Camera())
+    assert expert.act(state((0, 0, 1)), np.array([1.0, 0.0, 1.0])) == pytest.approx(np.zeros(4), abs=1e-9)
+    assert expert.act(state((0, 0, 1)), np.array([0.6, 0.0, 1.0]))[0] < 0
+    # Height: climbs to a target above, within the vertical limit.
+    assert expert.act(state((0, 0, 1)), np.array([1.0, 0.0, 3.0]))[2] == pytest.approx(0.8)
+
+
+def test_unseen_target_means_stop_and_search_ccw_or_towards_last_seen_side():
+    expert = Expert(Camera())
+    behind = np.array([-3.0, -0.5, 1.0])
+    cmd = expert.act(state((0, 0, 1)), behind)
+    assert cmd[0] == 0 and cmd[3] == pytest.approx(ExpertConfig().search_yaw_rate_radps)
+    # Seen on the right a moment ago, now out of view: search to the right (clockwise).
+    expert.act(state((0, 0, 1), t=0.0), np.array([3.0, -2.0, 1.0]))
+    cmd = expert.act(state((0, 0, 1), t=0.5), behind)
+    assert cmd[3] == pytest.approx(-ExpertConfig().search_yaw_rate_radps)
+    cmd = expert.act(state((0, 0, 1), t=2.0), behind)  # memory (1 s) expired: back to CCW
+    assert cmd[3] > 0
+
+
+def test_commands_stay_within_limits_and_are_continuous():
+    rng = np.random.default_rng(0)
+    expert = Expert(Camera(), task="chase")
+    limits = ExpertConfig().limits()
+    for _ in range(300):
+        s = state(rng.uniform(-5, 5, 3) + [0, 0, 6], yaw=rng.uniform(-math.pi, math.pi))
+        cmd = expert.act(s, rng.uniform(-5, 5, 3) + [0, 0, 6], rng.uniform(-1, 1, 3))
+        assert np.all(np.abs(cmd) <= limits + 1e-12)
+    # Continuity: a 1 cm / 0.2° change of state moves the command by little while the target is seen.
+    base = state((0, 0, 1), yaw=0.1)
+    moved = state((0.01, 0, 1), yaw=0.1 + math.radians(0.2))
+    a = Expert(Camera()).act(base, np.array([4.0, 0.5, 1.2]))
+    b = Expert(Camera()).act(moved, np.array([4.0, 0.5, 1.2]))
+    assert np.max(np.abs(a - b)) < 0.02
+
+
+def test_bad_target_is_a_clear_error():
+    with pytest.raises(ValueError, match="target_position"):
+        Expert(Camera()).act(state((0, 0, 1)), np.array([np.nan, 0, 1]))
+
+
+def test_perturbation_is_seeded_and_zero_mean():
+    a, b = Perturbation(PerturbationConfig(), seed=3), Perturbation(PerturbationConfig(), seed=3)
+    xs = [a.apply(np.zeros(4), DT) for _ in range(3000)]
+    ys = [b.apply(np.zeros(4), DT) for _ in range(3000)]
+    assert np.array_equal(xs, ys)
+    assert np.all(np.abs(np.mean(xs, axis=0)) < 0.15) and np.std(np.array(xs)[:, 0]) > 0.1
+
+
+def kinematic_episode(scenario, seed, lag_s=0.2):
+    """Fly an episode with an ideal vehicle whose body velocity follows the command with a first-order lag."""
+    spec = sample_episode(load_scenario(scenario), seed)
+    task = make_task(spec, Camera())
+    expert = Expert(Camera(), task=spec.task)
+    pos, yaw, vel, t = np.array(spec.start_position), spec.start_yaw_rad, np.zeros(3), 0.0
+    task.begin(state(pos, yaw, vel, t))
+    alpha = 1 - math.exp(-DT / lag_s)
+    prev = None
+    max_jump = 0.0
+    while not task.status.done:
+        cmd = expert.act(state(pos, yaw, vel, t), task.target_position(t), task.target_velocity(t))
+        if prev is not None:
+            max_jump = max(max_jump, float(np.max(np.abs(cmd - prev))))
+        prev = cmd
+        c, s = math.cos(yaw), math.sin(yaw)
+        want = np.array([c * cmd[0] - s * cmd[1], s * cmd[0] + c * cmd[1], cmd[2]])
+        vel = vel + alpha * (want - vel)
+        pos, yaw, t = pos + vel * DT, wrap_angle(yaw + cmd[3] * DT), t + DT
+        task.update(state(pos, yaw, vel, t), False, DT)
+    return task, max_jump
+
+
+@pytest.mark.parametrize("scenario", ["train_fly_to_target", "train_target_loop", "train_chase",
+                                      "ood_range_target_loop"])
+def test_expert_law_solves_tasks_with_an_ideal_vehicle(scenario):
+    for seed in range(4):
+        task, max_jump = kinematic_episode(scenario, seed)
+        assert task.status.success, (scenario, seed, task.metrics())
+        # Smooth: no step-to-step jump above 0.35 (m/s or rad/s) except at a loop target switch.
+        if task.spec.task != "target_loop":
+            assert max_jump < 0.35, (scenario, seed, max_jump)
