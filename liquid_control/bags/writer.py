@@ -18,6 +18,7 @@ Layout (what `ros2 bag record -s mcap` produces, metadata version 9):
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +62,8 @@ def default_qos(reliability: str = "reliable", depth: int = 10, durability: str 
 
 
 @lru_cache(maxsize=1)
-def _typestore():
+def standard_typestore():
+    """rosbags typestore of the standard ROS 2 Kilted message types."""
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED)
@@ -72,7 +74,7 @@ def message_definition(msgtype: str) -> tuple[str, str]:
 
     Raises BagError for a type the Kilted typestore does not know (e.g. a custom package).
     """
-    store = _typestore()
+    store = standard_typestore()
     if msgtype not in store.fielddefs:
         raise BagError(
             f"unknown message type {msgtype!r}: not a standard ROS 2 Kilted type; pass its definition explicitly"
@@ -359,8 +361,8 @@ def _salvage_records(path: Path) -> tuple[list[Schema], list[Channel], list[Mess
                 elif isinstance(record, Message):
                     messages.append(record)
             complete = True
-        except (McapError, ValueError, EOFError, OSError, MemoryError, IndexError, UnicodeDecodeError):
-            pass  # truncated or corrupt tail: keep what came before
+        except (McapError, struct.error, ValueError, EOFError, MemoryError, IndexError, UnicodeDecodeError):
+            pass  # truncated or corrupt tail (the parser fails in these ways): keep what came before
     return schemas, channels, messages, complete
 
 
