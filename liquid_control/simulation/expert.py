@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liquid_control.simulation.tasks import CameraLike, StateLike, project_point, wrap_angle
+from liquid_control.simulation.camera import CameraConfig
+from liquid_control.simulation.tasks import StateLike, project_point, wrap_angle
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class ExpertConfig:
 class Expert:
     """Stateful only in what a camera policy could also remember: where the target was last seen."""
 
-    def __init__(self, camera: CameraLike, config: ExpertConfig = ExpertConfig(), task: str = "fly_to_target") -> None:
+    def __init__(self, camera: CameraConfig, config: ExpertConfig = ExpertConfig(), task: str = "fly_to_target") -> None:
         self.camera = camera
         self.config = config
         self.task = task

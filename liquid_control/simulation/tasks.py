@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from liquid_control.simulation.camera import NEAR_M, CameraConfig, project
 from liquid_control.simulation.scenario import EpisodeSpec
 
 
@@ -38,16 +39,6 @@ class StateLike(Protocol):
     position: np.ndarray
     rpy: np.ndarray
     velocity_world: np.ndarray
-
-
-class CameraLike(Protocol):
-    """The parts of `camera.CameraConfig` used for projection."""
-
-    width: int
-    height: int
-    fov_deg: float
-    pitch_deg: float
-    mount_offset_m: Any
 
 
 @dataclass(frozen=True)
@@ -92,10 +83,6 @@ def world_from_body(state: StateLike) -> np.ndarray:
     return rotation_from_rpy(roll, pitch, yaw)
 
 
-# Optical frame (x right, y down, z forward) from body FLU at zero camera pitch.
-_OPTICAL_FROM_BODY = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
-
-
 @dataclass(frozen=True)
 class Projection:
     """Where a world point lands in the image: pixel (u, v), depth along the optical axis (m)."""
@@ -107,32 +94,22 @@ class Projection:
     centred: bool
 
 
-def project_point(state: StateLike, point: np.ndarray, camera: CameraLike,
+def project_point(state: StateLike, point: np.ndarray, camera: CameraConfig,
                   centre_tolerance_frac: float = SuccessConfig.centre_tolerance_frac) -> Projection:
     """Pinhole projection of `point` (world, m) into the onboard camera of a drone in `state`.
 
-    The camera sits at `mount_offset_m` (body FLU) and is pitched up by `pitch_deg`
-    (positive = looking up, the convention of camera.CameraConfig); `fov_deg` is
-    vertical, pixels are square, the principal point is the image centre.
+    Uses the renderer's own model (`camera.project`: lens at mount_offset_m, pitch_deg > 0
+    tilts down, principal point at ((W-1)/2, (H-1)/2)), so "in view" means "drawn in the image".
+    `in_view`: the point's centre falls on the image; `centred`: in view and within
+    `centre_tolerance_frac` of the image width of the vertical centre line.
     """
-    r_wb = world_from_body(state)
-    mount = np.asarray(camera.mount_offset_m, dtype=float)
-    cam_pos = np.asarray(state.position, dtype=float) + r_wb @ mount
-    p_body = r_wb.T @ (np.asarray(point, dtype=float) - cam_pos)
-    # Pitch the camera up by rotating the body-frame point down by the same angle about y (left).
-    a = math.radians(camera.pitch_deg)
-    rot_y = np.array([[math.cos(a), 0.0, -math.sin(a)], [0.0, 1.0, 0.0], [math.sin(a), 0.0, math.cos(a)]])
-    p_cam = _OPTICAL_FROM_BODY @ (rot_y.T @ p_body)
-    depth = float(p_cam[2])
-    width, height = int(camera.width), int(camera.height)
-    focal = 0.5 * height / math.tan(math.radians(camera.fov_deg) / 2.0)
-    if depth <= 1e-3:
-        return Projection(math.nan, math.nan, depth, False, False)
-    u = 0.5 * width + focal * p_cam[0] / depth
-    v = 0.5 * height + focal * p_cam[1] / depth
-    in_view = 0.0 <= u <= width and 0.0 <= v <= height
-    centred = in_view and abs(u - 0.5 * width) <= centre_tolerance_frac * width
-    return Projection(float(u), float(v), depth, bool(in_view), bool(centred))
+    u, v, depth = project(camera, state.position, world_from_body(state), point)
+    width, height = camera.width, camera.height
+    if depth <= NEAR_M:
+        return Projection(math.nan, math.nan, float(depth), False, False)
+    in_view = -0.5 <= u <= width - 0.5 and -0.5 <= v <= height - 0.5
+    centred = in_view and abs(u - (width - 1) / 2.0) <= centre_tolerance_frac * width
+    return Projection(float(u), float(v), float(depth), bool(in_view), bool(centred))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +128,7 @@ class Task:
 
     name = "task"
 
-    def __init__(self, spec: EpisodeSpec, camera: CameraLike, success: SuccessConfig = SuccessConfig()) -> None:
+    def __init__(self, spec: EpisodeSpec, camera: CameraConfig, success: SuccessConfig = SuccessConfig()) -> None:
         self.spec = spec
         self.camera = camera
         self.config = success
@@ -235,7 +212,7 @@ class FlyToTarget(Task):
 
     name = "fly_to_target"
 
-    def __init__(self, spec: EpisodeSpec, camera: CameraLike, success: SuccessConfig = SuccessConfig()) -> None:
+    def __init__(self, spec: EpisodeSpec, camera: CameraConfig, success: SuccessConfig = SuccessConfig()) -> None:
         super().__init__(spec, camera, success)
         self._target = np.asarray(spec.targets[0], dtype=float)
         self.held_s = 0.0
@@ -258,7 +235,7 @@ class TargetLoop(Task):
 
     name = "target_loop"
 
-    def __init__(self, spec: EpisodeSpec, camera: CameraLike, success: SuccessConfig = SuccessConfig()) -> None:
+    def __init__(self, spec: EpisodeSpec, camera: CameraConfig, success: SuccessConfig = SuccessConfig()) -> None:
         super().__init__(spec, camera, success)
         self._targets = [np.asarray(t, dtype=float) for t in spec.targets]
         self.visited = 0
@@ -284,7 +261,7 @@ class Chase(Task):
 
     name = "chase"
 
-    def __init__(self, spec: EpisodeSpec, camera: CameraLike, success: SuccessConfig = SuccessConfig()) -> None:
+    def __init__(self, spec: EpisodeSpec, camera: CameraConfig, success: SuccessConfig = SuccessConfig()) -> None:
         super().__init__(spec, camera, success)
         if spec.chase_path is None:
             raise ValueError(f"episode {spec.scenario}#{spec.seed} is a chase without a target path")
@@ -324,7 +301,7 @@ class Chase(Task):
 TASK_CLASSES: dict[str, type[Task]] = {"fly_to_target": FlyToTarget, "target_loop": TargetLoop, "chase": Chase}
 
 
-def make_task(spec: EpisodeSpec, camera: CameraLike, success: SuccessConfig = SuccessConfig()) -> Task:
+def make_task(spec: EpisodeSpec, camera: CameraConfig, success: SuccessConfig = SuccessConfig()) -> Task:
     """The task object for an episode, chosen by `spec.task`."""
     try:
         cls = TASK_CLASSES[spec.task]
