@@ -1,10 +1,10 @@
 """Task predicates and metrics on synthetic states (no physics), and the camera projection."""
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from liquid_control.simulation.camera import CameraConfig
 from liquid_control.simulation.quadrotor import DroneState
 from liquid_control.simulation.scenario import load_scenario, sample_episode
 from liquid_control.simulation.tasks import (
@@ -14,13 +14,8 @@ from liquid_control.simulation.tasks import (
 DT = 1.0 / 30.0
 
 
-@dataclass(frozen=True)
-class Camera:  # the attributes of camera.CameraConfig that projection reads
-    width: int = 128
-    height: int = 96
-    fov_deg: float = 60.0
-    pitch_deg: float = 0.0
-    mount_offset_m: tuple = (0.0, 0.0, 0.0)
+def Camera(**overrides):  # 128x96, 60° vertical FOV; lens at the centre of mass keeps known answers simple
+    return CameraConfig(**{"mount_offset_m": (0.0, 0.0, 0.0), **overrides})
 
 
 def state(position, yaw=0.0, velocity=(0.0, 0.0, 0.0), t=0.0, roll=0.0, pitch=0.0):
@@ -43,10 +38,11 @@ def fly_spec(target=(5.0, 0.0, 1.0), duration=20.0):
 def test_projection_known_answers():
     cam = Camera()
     focal = 48.0 / math.tan(math.radians(30.0))
+    cx, cy = 63.5, 47.5  # principal point of a 128x96 image, pixel centres at integers
     ahead = project_point(state((0, 0, 1)), np.array([4.0, 0.0, 1.0]), cam)
-    assert (ahead.u, ahead.v, ahead.depth_m) == pytest.approx((64.0, 48.0, 4.0)) and ahead.centred
+    assert (ahead.u, ahead.v, ahead.depth_m) == pytest.approx((cx, cy, 4.0)) and ahead.centred
     left_up = project_point(state((0, 0, 1)), np.array([4.0, 1.0, 1.5]), cam)
-    assert left_up.u == pytest.approx(64.0 - focal * 0.25) and left_up.v == pytest.approx(48.0 - focal * 0.125)
+    assert left_up.u == pytest.approx(cx - focal * 0.25) and left_up.v == pytest.approx(cy - focal * 0.125)
     behind = project_point(state((0, 0, 1)), np.array([-4.0, 0.0, 1.0]), cam)
     assert not behind.in_view
     # Yawing the drone 90° left puts a target on +y straight ahead.
@@ -54,12 +50,15 @@ def test_projection_known_answers():
     # Off to the side by 20°: visible (half-FOV ~37.6°) but not centred (tolerance 15% of width ~ ±11°).
     side = project_point(state((0, 0, 1)), np.array([4.0, 4.0 * math.tan(math.radians(20)), 1.0]), cam)
     assert side.in_view and not side.centred
-    # A camera pitched up 10° sees a level target below the image centre.
-    up = project_point(state((0, 0, 1)), np.array([4.0, 0.0, 1.0]), Camera(pitch_deg=10.0))
-    assert up.v == pytest.approx(48.0 + focal * math.tan(math.radians(10.0)))
-    # The body pitching nose-down (positive pitch) moves a level target up in the image.
-    nose_down = project_point(state((0, 0, 1), pitch=0.1), np.array([4.0, 0.0, 1.0]), cam)
-    assert nose_down.v < 48.0
+    # A camera tilted down 10° (pitch_deg > 0) sees a level target above the image centre.
+    down = project_point(state((0, 0, 1)), np.array([4.0, 0.0, 1.0]), Camera(pitch_deg=10.0))
+    assert down.v == pytest.approx(cy - focal * math.tan(math.radians(10.0)))
+    # The body pitching nose-down (positive pitch) also moves a level target up in the image.
+    nose_down = project_point(state((0, 0, 1), pitch=math.radians(10.0)), np.array([4.0, 0.0, 1.0]), cam)
+    assert nose_down.v == pytest.approx(down.v)
+    # The lens offset counts: mounted 0.5 m forward, a target 1 m ahead is 0.5 m deep.
+    assert project_point(state((0, 0, 1)), np.array([1.0, 0, 1.0]), Camera(mount_offset_m=(0.5, 0, 0))).depth_m \
+        == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------- fly to target
