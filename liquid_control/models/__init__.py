@@ -1,6 +1,12 @@
-"""Neural network models of the stack (plain PyTorch, no ROS): CfC core, policies, perception,
-and the model file format."""
+"""Neural network models of the stack (plain PyTorch, no ROS): the CfC core and its NCP wiring,
+policies with one interface for every kind, perception, and the model file format."""
 from .cfc import CfC, CfCCell, normalize_timespans
+from .policy import (COMMAND_AXES, KINDS, PolicyConfig, PolicyModel, count_effective, count_trainable,
+                     expected_trainable, policy_for_budget)
 from .wiring import Wiring
 
-__all__ = ["CfC", "CfCCell", "Wiring", "normalize_timespans"]
+__all__ = [
+    "CfC", "CfCCell", "normalize_timespans", "Wiring",
+    "COMMAND_AXES", "KINDS", "PolicyConfig", "PolicyModel", "count_effective", "count_trainable",
+    "expected_trainable", "policy_for_budget",
+]

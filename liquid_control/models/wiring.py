@@ -137,9 +137,7 @@ class Wiring:
         if input_size < 1:
             raise ValueError(f"wiring: input_size must be positive, got {input_size}")
         density = 1.0 - sparsity_level
-        non_motor = units - output_size
-        command = max(int(0.4 * non_motor), 1)
-        inter = non_motor - command
+        inter, command, _ = cls.layer_sizes_for(units, output_size)
         sensory_fanout = max(int(inter * density), 1)
         inter_fanout = max(int(command * density), 1)
         recurrent = max(int(command * density * 2), 1)
@@ -173,6 +171,14 @@ class Wiring:
         return cls(input_size, inter, command, output_size, sensory_to_inter, inter_to_command,
                    command_to_command, command_to_motor, sparsity_level=float(sparsity_level),
                    seed=int(seed))
+
+    @staticmethod
+    def layer_sizes_for(units: int, output_size: int) -> list[int]:
+        """[inter, command, motor] neuron counts `auto` uses: command = 40% of the non-motor
+        neurons (at least 1), as ncps's AutoNCP."""
+        non_motor = units - output_size
+        command = max(int(0.4 * non_motor), 1)
+        return [non_motor - command, command, output_size]
 
     @classmethod
     def from_adjacency(cls, sensory_adjacency: np.ndarray, adjacency: np.ndarray,

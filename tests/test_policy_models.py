@@ -1,0 +1,128 @@
+"""PolicyModel: the common interface of every kind, budgets, normalisation and config round trip."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from liquid_control.models.policy import (KINDS, PolicyConfig, PolicyModel, count_effective, count_trainable,
+                                          expected_trainable, policy_for_budget)
+
+
+def test_default_policy_is_a_wired_cfc_within_budget():
+    model = PolicyModel()
+    assert model.config.kind == "cfc" and model.config.cfc_wiring == "ncp"
+    trainable = count_trainable(model)
+    assert 19_000 <= trainable <= 21_000
+    assert trainable == expected_trainable(model.config)
+    # Hand count: layers [39, 25, 16] over 32 features, 4 heads each, readout 16 -> 4.
+    assert trainable == (4 * 39 * (32 + 39 + 1) + 4 * 25 * (39 + 25 + 1) + 4 * 16 * (25 + 16 + 1) + 17 * 4)
+    masked_out = sum(int((cell.head_mask == 0).sum()) for cell in model.core.cfc.layers)
+    assert masked_out > 0 and count_effective(model) == trainable - masked_out
+    assert model.state_size == 80 and model.frame_period_s == pytest.approx(1 / 30)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "mlp"])
+@pytest.mark.parametrize("budget", [20_000, 50_000])
+def test_baselines_land_within_five_percent(kind, budget):
+    config = policy_for_budget(kind, budget, feature_size=32)
+    model = PolicyModel(config)
+    assert abs(count_trainable(model) - budget) <= 0.05 * budget
+    assert count_trainable(model) == expected_trainable(config) == count_effective(model)
+
+
+@pytest.mark.parametrize("wiring", ["ncp", "dense"])
+def test_cfc_budget_sizing(wiring):
+    config = policy_for_budget("cfc", 20_000, feature_size=32, cfc_wiring=wiring)
+    assert abs(count_trainable(PolicyModel(config)) - 20_000) <= 0.05 * 20_000
+
+
+def test_budget_errors():
+    with pytest.raises(ValueError, match="within"):
+        policy_for_budget("lstm", 50, feature_size=32)
+    with pytest.raises(ValueError, match="kind"):
+        policy_for_budget("transformer", 20_000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_common_interface(kind):
+    torch.manual_seed(0)
+    model = PolicyModel(policy_for_budget(kind, 20_000)).eval()
+    expected_state = {"cfc": model.config.cfc_units, "lstm": 2 * model.config.rnn_hidden_size,
+                      "gru": model.config.rnn_hidden_size, "mlp": 1}[kind]
+    assert model.state_size == expected_state
+    state0 = model.initial_state(3)
+    assert state0.shape == (3, expected_state) and torch.all(state0 == 0)
+    features = torch.randn(3, 6, 32)
+    timespans = 0.5 + torch.rand(3, 6, 1)
+    commands, final = model(features, timespans)
+    assert commands.shape == (3, 6, 4) and final.shape == (3, expected_state)
+    state = state0
+    for k in range(6):
+        command, state = model.step(features[:, k], state, timespans[:, k])
+        assert torch.allclose(command, commands[:, k], atol=1e-6)
+    assert torch.allclose(state, final, atol=1e-6)
+    # Timespans change the CfC's answer; the discrete baselines ignore them (documented).
+    other, _ = model(features, 2 * timespans)
+    if kind == "cfc":
+        assert (other - commands).abs().max() > 1e-4
+    else:
+        assert torch.equal(other, commands)
+    if kind == "mlp":  # dummy state passes through unchanged
+        assert torch.equal(final, state0)
+
+
+def test_normalization_and_command_scale_live_inside_the_model():
+    torch.manual_seed(1)
+    plain = PolicyModel().eval()
+    scaled = PolicyModel(plain.config).eval()
+    scaled.load_state_dict(plain.state_dict())
+    mean, std = torch.randn(32), 0.5 + torch.rand(32)
+    scale = torch.tensor([2.0, 1.5, 0.5, 3.0])
+    scaled.set_normalization(mean, std)
+    scaled.set_command_scale(scale)
+    features = torch.randn(2, 5, 32)
+    expected, _ = plain((features - mean) / std)
+    got, _ = scaled(features)
+    assert torch.allclose(got, expected * scale, atol=1e-5)
+    state = scaled.state_dict()
+    assert torch.equal(state["feature_mean"], mean) and torch.equal(state["command_scale"], scale)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        scaled.set_normalization(mean, torch.zeros(32))
+    with pytest.raises(ValueError, match="shape"):
+        scaled.set_normalization(torch.zeros(31), torch.ones(31))
+    with pytest.raises(ValueError, match="NaN"):
+        scaled.set_normalization(torch.full((32,), float("nan")), torch.ones(32))
+    with pytest.raises(ValueError, match="command scale"):
+        scaled.set_command_scale([1.0, 1.0, -1.0, 1.0])
+
+
+def test_config_round_trip_rebuilds_the_same_network():
+    model = PolicyModel(PolicyConfig(cfc_seed=5)).eval()
+    data = json.loads(json.dumps(model.config.to_dict()))
+    # The stored wiring wins over the seed: a changed seed must not change the network.
+    data["cfc_seed"] = 6
+    rebuilt = PolicyModel(PolicyConfig.from_dict(data)).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.wiring == model.wiring
+    features = torch.randn(1, 4, 32)
+    assert torch.equal(rebuilt(features)[0], model(features)[0])
+    assert PolicyModel(PolicyConfig(cfc_seed=6)).wiring != model.wiring
+
+
+def test_bad_configs_and_inputs_raise():
+    with pytest.raises(ValueError, match="kind"):
+        PolicyConfig(kind="rnn")
+    with pytest.raises(ValueError, match="cfc_mode"):
+        PolicyConfig(cfc_mode="fast")
+    with pytest.raises(ValueError, match="unknown keys"):
+        PolicyConfig.from_dict({"kind": "cfc", "colour": "red"})
+    with pytest.raises(ValueError, match="feature_size"):
+        PolicyModel(dataclasses.replace(PolicyModel().config, feature_size=16))
+    model = PolicyModel()
+    with pytest.raises(ValueError, match="features"):
+        model(torch.randn(2, 3, 31))
+    with pytest.raises(ValueError, match="timespans"):
+        model(torch.randn(2, 3, 32), torch.ones(2, 2, 1))
+    with pytest.raises(ValueError, match="state"):
+        model(torch.randn(2, 3, 32), state=torch.zeros(2, 3))
