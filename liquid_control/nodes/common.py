@@ -176,9 +176,15 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
             rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")
             return 1
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception:
+            # SIGTERM's handler shuts the context down; a wait in progress then fails with an
+            # RCLError ("context is not valid"). That is a clean shutdown, anything else is not.
+            if rclpy.ok():
+                raise
     finally:
         if node is not None:
             close = getattr(node, "close", None)
