@@ -20,6 +20,8 @@ def tree(folder):
 NODES = {
     # "sim_node": "liquid_control.nodes.sim_node:main",  (added as nodes land)
     "mavlink_bridge_node": "liquid_control.nodes.mavlink_bridge_node:main",
+    "recorder_node": "liquid_control.nodes.recorder_node:main",
+    "bag_player_node": "liquid_control.nodes.bag_player_node:main",
 }
 
 setup(

@@ -14,8 +14,11 @@ Nothing here imports rclpy; the ROS side lives in `liquid_control.nodes`.
 from __future__ import annotations
 
 
-class BagError(Exception):
-    """A bag (or a message in it) cannot be used; the message names the problem and the file."""
+class BagError(ValueError):
+    """A bag (or a message in it) cannot be used; the message names the problem and the file.
+
+    A ValueError, so node start-up (nodes.common.spin_node) reports it as bad input without a traceback.
+    """
 
 
 __all__ = ["BagError"]

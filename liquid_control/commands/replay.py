@@ -1,0 +1,40 @@
+"""`liquid-control replay BAG`: publish a bag's topics live with their original timing.
+
+    liquid-control replay BAG [--rate R] [--start-offset S] [--loop] [--remap FROM:=TO ...] [--clock]
+
+Runs the bag player node in this process; it exits at the end of the bag
+(unless --loop). Nodes that should follow bag time need use_sim_time and --clock.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", help="bag directory or .mcap/.db3 file")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    parser.add_argument("--start-offset", type=float, default=0.0, help="bag seconds to skip (default 0)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (default 0)")
+    parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="rename topics")
+    parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="play only these topics")
+    parser.add_argument("--clock", action="store_true", help="publish /clock from bag time")
+    parser.add_argument("--clock-rate", type=float, default=100.0, help="/clock rate in Hz (default 100)")
+    parser.add_argument("--ros-args", nargs=argparse.REMAINDER, default=None, help="passed on to rclpy")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rclpy.parameter import Parameter
+
+    from liquid_control.nodes import bag_player_node
+
+    overrides = [Parameter("bag", value=str(args.bag)), Parameter("rate", value=float(args.rate)),
+                 Parameter("start_offset_s", value=float(args.start_offset)),
+                 Parameter("delay_s", value=float(args.delay)), Parameter("loop", value=bool(args.loop)),
+                 Parameter("clock", value=bool(args.clock)), Parameter("clock_rate_hz", value=float(args.clock_rate))]
+    if args.remap:
+        overrides.append(Parameter("remap", Parameter.Type.STRING_ARRAY, list(args.remap)))
+    if args.topics:
+        overrides.append(Parameter("topics", Parameter.Type.STRING_ARRAY, list(args.topics)))
+    ros_args = ["--ros-args", *args.ros_args] if args.ros_args else None
+    return bag_player_node.main(ros_args, parameter_overrides=overrides)
