@@ -1,0 +1,324 @@
+"""ONNX export of the liquid core: perception and policy as two separate graphs.
+
+- Policy: ONE recurrent step, inputs ``features`` (B, F), ``state`` (B, S),
+  ``timespan`` (B, 1) -> outputs ``command`` (B, 4), ``new_state`` (B, S). The
+  caller (runtime.PolicyRuntime) holds the state between steps. ``timespan`` is
+  in the policy model's own units (multiples of the nominal frame period).
+- Perception: ``image`` (B, 3, H, W) float in [0, 1] -> ``features`` (B, N).
+
+The batch axis is dynamic. Each file carries metadata (``metadata_props``) that
+the runtime checks before it trusts the graph: format version, role, configs as
+JSON, frame period, feature/command names and parameter counts.
+
+Exporter: torch 2.13's default torch.export-based ("dynamo") exporter, which
+needs onnxscript (~1-4 s per graph here). The legacy TorchScript exporter
+(``dynamo=False``) still exists in 2.13 but warns that it will be removed, and
+it drops unused inputs (``timespan`` of the LSTM/GRU/MLP baselines), which
+would break the common signature, so it is not used.
+
+Every export is checked with onnxruntime against the PyTorch model on random
+inputs (`verify_policy`, `verify_perception` return the max |difference|).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+OPSET = 18
+# Body-frame FLU velocity command (DESIGN.md "Interfaces"): m/s, m/s, m/s, rad/s.
+COMMAND_NAMES = ("linear_x", "linear_y", "linear_z", "angular_z")
+POLICY_INPUTS = ("features", "state", "timespan")
+POLICY_OUTPUTS = ("command", "new_state")
+PERCEPTION_INPUTS = ("image",)
+PERCEPTION_OUTPUTS = ("features",)
+VERIFY_TOLERANCE = 1e-5
+EXAMPLE_BATCH = 2
+
+PathLike = Union[str, Path]
+
+
+class ExportError(RuntimeError):
+    """An export failed, or the exported graph disagrees with the PyTorch model."""
+
+
+def _config_json(config: Any) -> str:
+    """JSON of a config dataclass (nested dataclasses and numpy arrays included)."""
+    if config is None:
+        return "null"
+    if hasattr(config, "to_dict"):  # the models' own serialisation (e.g. PolicyConfig.to_dict)
+        config = config.to_dict()
+    elif dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, (np.integer, np.floating)):
+            return value.item()
+        if dataclasses.is_dataclass(value):
+            return dataclasses.asdict(value)
+        raise TypeError(f"cannot store {type(value).__name__} in ONNX metadata")
+
+    return json.dumps(config, default=default, sort_keys=True)
+
+
+def _parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, effective-after-mask) parameter counts, as the models package defines them."""
+    from liquid_control.models.policy import count_effective, count_trainable
+
+    return int(count_trainable(model)), int(count_effective(model))
+
+
+class _PolicyStep(nn.Module):
+    """The graph that is exported: one `PolicyModel.step`."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, features: torch.Tensor, state: torch.Tensor,
+                timespan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.policy.step(features, state, timespan)
+
+
+def _export(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: tuple[str, ...],
+            output_names: tuple[str, ...], opset: int) -> "onnx.ModelProto":  # noqa: F821
+    """Export `module` with a dynamic batch axis on every input/output; returns the ONNX model."""
+    import onnx
+
+    module = module.eval()
+    # "torchvision is not installed" notices from the exporter's op registry: irrelevant here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        # The exporter is chatty about deprecations inside torch that do not concern these graphs.
+        warnings.simplefilter("ignore")
+        try:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(
+                module, example, dynamo=True, input_names=list(input_names),
+                output_names=list(output_names), opset_version=opset,
+                dynamic_shapes=tuple({0: batch} for _ in example), external_data=False,
+                optimize=True, verbose=False)
+        except Exception as error:  # exporter internals: re-raise with what was being exported
+            raise ExportError(f"ONNX export of {type(module).__name__} failed: {error}") from error
+    model = program.model_proto
+    onnx.checker.check_model(model)
+    return model
+
+
+def _set_metadata(model: "onnx.ModelProto", metadata: dict[str, str]) -> None:  # noqa: F821
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def _common_metadata(role: str) -> dict[str, str]:
+    import liquid_control
+
+    return {"format": "liquid_control", "format_version": str(FORMAT_VERSION), "role": role,
+            "exporter": "torch.onnx.export(dynamo=True)", "torch_version": torch.__version__,
+            "liquid_control_version": liquid_control.__version__}
+
+
+def policy_onnx(policy: nn.Module, *, opset: int = OPSET) -> "onnx.ModelProto":  # noqa: F821
+    """`policy` (a `PolicyModel`) as a one-step ONNX model with metadata, in memory.
+
+    The graph includes the policy's input normalisation and output scaling (they are
+    buffers of the model), so its ``command`` output is in m/s and rad/s, body FLU.
+    """
+    config = policy.config
+    feature_size = int(config.feature_size)
+    state_size = int(policy.state_size)
+    initial_state = policy.initial_state(1).detach().float()
+    # Example batch of 2: torch.export specialises dims of size 1, which would fix the batch.
+    example = (torch.zeros(EXAMPLE_BATCH, feature_size), initial_state.repeat(EXAMPLE_BATCH, 1),
+               torch.ones(EXAMPLE_BATCH, 1))
+    model = _export(_PolicyStep(policy), example, POLICY_INPUTS, POLICY_OUTPUTS, opset)
+    trainable, effective = _parameter_counts(policy)
+    metadata = _common_metadata("policy")
+    metadata.update({
+        "policy_config": _config_json(config),
+        "feature_size": str(feature_size), "state_size": str(state_size),
+        "initial_state": json.dumps(initial_state[0].tolist()),
+        "frame_period_s": repr(float(config.frame_period_s)),
+        "feature_names": json.dumps([f"feature_{i}" for i in range(feature_size)]),
+        "command_names": json.dumps(list(COMMAND_NAMES)),
+        "trainable_parameters": str(trainable), "effective_parameters": str(effective),
+    })
+    _set_metadata(model, metadata)
+    model.doc_string = ("liquid_control policy step: (features, state, timespan in nominal frame periods)"
+                        " -> (command [vx, vy, vz m/s, yaw rate rad/s] body FLU, new_state)")
+    return model
+
+
+def export_policy(policy: nn.Module, path: PathLike, *,
+                  opset: int = OPSET) -> Path:
+    """Write `policy_onnx(policy)` to `path`; returns the path."""
+    return _save(policy_onnx(policy, opset=opset), path)
+
+
+def _save(model: "onnx.ModelProto", path: PathLike) -> Path:  # noqa: F821
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
+
+
+def perception_onnx(perception: nn.Module, *, opset: int = OPSET) -> "onnx.ModelProto":  # noqa: F821
+    """`perception` (a `FeatureExtractor`) as an ONNX model image -> features with metadata, in memory."""
+    config = perception.config
+    example = (torch.rand(EXAMPLE_BATCH, 3, int(config.height), int(config.width)),)
+    model = _export(perception, example, PERCEPTION_INPUTS, PERCEPTION_OUTPUTS, opset)
+    trainable, effective = _parameter_counts(perception)
+    metadata = _common_metadata("perception")
+    metadata.update({
+        "perception_config": _config_json(config),
+        "height": str(int(config.height)), "width": str(int(config.width)),
+        "feature_size": str(int(config.feature_size)),
+        "feature_names": json.dumps([f"feature_{i}" for i in range(int(config.feature_size))]),
+        "trainable_parameters": str(trainable), "effective_parameters": str(effective),
+    })
+    _set_metadata(model, metadata)
+    model.doc_string = "liquid_control perception: image (B, 3, H, W) RGB float in [0, 1] -> features (B, N)"
+    return model
+
+
+def export_perception(perception: nn.Module, path: PathLike, *,
+                      opset: int = OPSET) -> Path:
+    """Write `perception_onnx(perception)` to `path`; returns the path."""
+    return _save(perception_onnx(perception, opset=opset), path)
+
+
+def metadata_of(model: "onnx.ModelProto", source: str = "ONNX model") -> dict[str, str]:  # noqa: F821
+    """The metadata_props of an in-memory ONNX model written by this module (ExportError otherwise)."""
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    if metadata.get("format") != "liquid_control":
+        raise ExportError(f"{source}: ONNX file was not exported by liquid_control (no 'format' metadata)")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise ExportError(f"{source}: ONNX format version {metadata.get('format_version')!r} is not supported "
+                          f"(this code reads version {FORMAT_VERSION}); re-export the model")
+    return metadata
+
+
+def load_onnx(path: PathLike) -> "onnx.ModelProto":  # noqa: F821
+    """Read an ONNX file with a clear error for missing or unreadable files."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such ONNX file")
+    try:
+        return onnx.load_model(str(path))
+    except Exception as error:
+        raise ExportError(f"{path}: not a readable ONNX file ({error})") from error
+
+
+def read_metadata(path: PathLike) -> dict[str, str]:
+    """The metadata_props of an ONNX file written by this module (raises ExportError otherwise)."""
+    return metadata_of(load_onnx(path), str(path))
+
+
+def _cpu_session(path: PathLike) -> "onnxruntime.InferenceSession":  # noqa: F821
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_policy(policy: nn.Module, path: PathLike, *, seed: int = 0, batches: tuple[int, ...] = (1, 3),
+                  tolerance: Optional[float] = VERIFY_TOLERANCE) -> float:
+    """Max |ONNX - torch| over command and new_state on random inputs, for each batch size.
+
+    Inputs: features ~ N(0, 1) in the model's raw units scaled by 3 (so that input
+    normalisation is exercised), states uniform in [-1, 1], timespans uniform in
+    [0.1, 3] nominal frames. Raises ExportError when `tolerance` is given and exceeded.
+    """
+    session = _cpu_session(path)
+    generator = torch.Generator().manual_seed(seed)
+    feature_size, state_size = int(policy.config.feature_size), int(policy.state_size)
+    worst = 0.0
+    policy = policy.eval()
+    for batch in batches:
+        features = 3.0 * torch.randn(batch, feature_size, generator=generator)
+        state = 2.0 * torch.rand(batch, state_size, generator=generator) - 1.0
+        timespan = 0.1 + 2.9 * torch.rand(batch, 1, generator=generator)
+        with torch.inference_mode():
+            expected = policy.step(features, state, timespan)
+        got = session.run(list(POLICY_OUTPUTS), {"features": features.numpy(), "state": state.numpy(),
+                                                 "timespan": timespan.numpy()})
+        for want, have in zip(expected, got):
+            worst = max(worst, float(np.max(np.abs(want.numpy() - have))))
+    if tolerance is not None and not worst <= tolerance:  # `not <=` also catches NaN
+        raise ExportError(f"{path}: ONNX policy differs from PyTorch by {worst:.3g} (> {tolerance:g})")
+    return worst
+
+
+def verify_perception(perception: nn.Module, path: PathLike, *, seed: int = 0, batches: tuple[int, ...] = (1, 2),
+                      tolerance: Optional[float] = VERIFY_TOLERANCE) -> float:
+    """Max |ONNX - torch| of the features on random images uniform in [0, 1]."""
+    session = _cpu_session(path)
+    generator = torch.Generator().manual_seed(seed)
+    config = perception.config
+    worst = 0.0
+    perception = perception.eval()
+    for batch in batches:
+        image = torch.rand(batch, 3, int(config.height), int(config.width), generator=generator)
+        with torch.inference_mode():
+            expected = perception(image)
+        (got,) = session.run(list(PERCEPTION_OUTPUTS), {"image": image.numpy()})
+        worst = max(worst, float(np.max(np.abs(expected.numpy() - got))))
+    if tolerance is not None and not worst <= tolerance:
+        raise ExportError(f"{path}: ONNX perception differs from PyTorch by {worst:.3g} (> {tolerance:g})")
+    return worst
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_model_file` wrote and how close each graph is to PyTorch (max |diff|)."""
+
+    policy_path: Optional[Path]
+    perception_path: Optional[Path]
+    policy_max_diff: Optional[float]
+    perception_max_diff: Optional[float]
+
+
+def export_bundle(policy: Optional[nn.Module], perception: Optional[nn.Module], out_dir: PathLike, *,
+                  tolerance: Optional[float] = VERIFY_TOLERANCE) -> ExportReport:
+    """Export and verify whichever of policy/perception is given into `out_dir`
+    (``policy.onnx``, ``perception.onnx``)."""
+    out_dir = Path(out_dir)
+    policy_path = perception_path = None
+    policy_diff = perception_diff = None
+    if policy is not None:
+        policy_path = export_policy(policy, out_dir / "policy.onnx")
+        policy_diff = verify_policy(policy, policy_path, tolerance=tolerance)
+    if perception is not None:
+        perception_path = export_perception(perception, out_dir / "perception.onnx")
+        perception_diff = verify_perception(perception, perception_path, tolerance=tolerance)
+    return ExportReport(policy_path, perception_path, policy_diff, perception_diff)
+
+
+def export_model_file(model_path: PathLike, out_dir: PathLike, *,
+                      tolerance: Optional[float] = VERIFY_TOLERANCE) -> ExportReport:
+    """Load a model file (.safetensors, see models.model_file) and `export_bundle` its parts."""
+    from liquid_control.models.model_file import load_model
+
+    bundle = load_model(model_path)
+    if bundle.policy is None and bundle.perception is None:
+        raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
+    return export_bundle(bundle.policy, bundle.perception, out_dir, tolerance=tolerance)
