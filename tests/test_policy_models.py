@@ -1,9 +1,13 @@
-"""PolicyModel: the common interface of every kind, budgets, normalisation and config round trip."""
+"""PolicyModel (common interface of every kind, budgets, normalisation, config round trip) and
+perception (FeatureExtractor budget, preprocess)."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
+
+from liquid_control.models.perception import FeatureExtractor, PerceptionConfig, count_macs, preprocess
 
 from liquid_control.models.policy import (KINDS, PolicyConfig, PolicyModel, count_effective, count_trainable,
                                           expected_trainable, policy_for_budget)
@@ -126,3 +130,83 @@ def test_bad_configs_and_inputs_raise():
         model(torch.randn(2, 3, 32), torch.ones(2, 2, 1))
     with pytest.raises(ValueError, match="state"):
         model(torch.randn(2, 3, 32), state=torch.zeros(2, 3))
+
+
+# --------------------------------------------------------------------------- perception
+
+
+def test_feature_extractor_budget_and_shapes():
+    config = PerceptionConfig()
+    assert (config.height, config.width) == (96, 128)
+    net = FeatureExtractor(config).eval()
+    assert sum(p.numel() for p in net.parameters()) <= 300_000
+    assert count_macs(config) <= 10_000_000
+    features = net(torch.rand(2, 3, 96, 128))
+    assert features.shape == (2, 32) and torch.isfinite(features).all()
+    with pytest.raises(ValueError, match="expected images"):
+        net(torch.rand(2, 3, 128, 96))
+    with pytest.raises(ValueError, match="too small"):
+        PerceptionConfig(height=8, width=8)
+
+
+def test_feature_extractor_sees_where_things_are():
+    """A bright blob on the left vs the right of the image gives different features."""
+    torch.manual_seed(0)
+    net = FeatureExtractor().eval()
+    left, right = torch.zeros(1, 3, 96, 128), torch.zeros(1, 3, 96, 128)
+    left[..., 40:56, 10:26] = 1.0
+    right[..., 40:56, 102:118] = 1.0
+    assert (net(left) - net(right)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("height,width", [(97, 131), (480, 640), (7, 5)])
+def test_preprocess_encodings_and_odd_sizes(height, width):
+    config = PerceptionConfig()
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    out = preprocess(rgb, "rgb8", config)
+    assert out.shape == (3, 96, 128) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    # bgr8 of the channel-reversed frame is the same picture.
+    assert np.allclose(preprocess(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8", config), out, atol=1e-6)
+    # Non-contiguous views are fine too.
+    assert np.allclose(preprocess(rgb[:, :, ::-1], "bgr8", config), out, atol=1e-6)
+    gray = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+    mono = preprocess(gray, "mono8", config)
+    assert mono.shape == (3, 96, 128) and np.array_equal(mono[0], mono[1]) and np.array_equal(mono[1], mono[2])
+    assert np.array_equal(preprocess(gray[:, :, None], "mono8", config), mono)
+
+
+def test_preprocess_known_values():
+    config = PerceptionConfig(height=2, width=2, conv_channels=(4,))
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    image[:2, :2] = (255, 0, 0)    # top-left red (RGB)
+    image[2:, 2:] = (0, 0, 255)    # bottom-right blue
+    out = preprocess(image, "rgb8", config)
+    assert np.allclose(out[:, 0, 0], [1, 0, 0]) and np.allclose(out[:, 1, 1], [0, 0, 1])
+    assert np.allclose(out[:, 0, 1], 0)
+    as_bgr = preprocess(image, "bgr8", config)  # same bytes read as BGR: red and blue swap
+    assert np.allclose(as_bgr[:, 0, 0], [0, 0, 1])
+    # Area resize averages: a 2x2 block of 0 and 255 pixels becomes 0.5.
+    checker = np.zeros((4, 4), dtype=np.uint8)
+    checker[::2, ::2] = checker[1::2, 1::2] = 255
+    assert np.allclose(preprocess(checker, "mono8", config), 0.5, atol=1 / 255)
+    floats = np.full((4, 4, 3), 0.25, dtype=np.float64)
+    assert np.allclose(preprocess(floats, "rgb8", config), 0.25)
+
+
+@pytest.mark.parametrize("image,encoding,message", [
+    (np.zeros((10, 10, 3), dtype=np.uint8), "rgba8", "unsupported encoding"),
+    (np.zeros((10, 10, 3), dtype=np.uint16), "rgb8", "dtype"),
+    (np.zeros((10, 10), dtype=np.uint8), "rgb8", r"must be \(H, W, 3\)"),
+    (np.zeros((10, 10, 4), dtype=np.uint8), "bgr8", r"must be \(H, W, 3\)"),
+    (np.zeros((10, 10, 3), dtype=np.uint8), "mono8", "mono8 image must be"),
+    (np.zeros((0, 10, 3), dtype=np.uint8), "rgb8", "empty image"),
+    (np.zeros((10, 0), dtype=np.uint8), "mono8", "empty image"),
+    (np.full((10, 10, 3), np.nan, dtype=np.float32), "rgb8", "NaN"),
+    (np.full((10, 10, 3), 2.0, dtype=np.float32), "rgb8", r"in \[0, 1\]"),
+    ([[0, 1], [2, 3]], "mono8", "numpy array"),
+])
+def test_preprocess_errors(image, encoding, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess(image, encoding, PerceptionConfig())

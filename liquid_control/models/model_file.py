@@ -1,0 +1,214 @@
+"""The model file: ONE safetensors file holding a policy and/or a perception network.
+
+Layout (format "liquid_control.model", format_version 1):
+
+- tensors ``policy.<state_dict key>`` and ``perception.<state_dict key>`` (float32), including
+  the policy's buffers: NCP masks, ``feature_mean``/``feature_std``, ``command_scale``;
+- safetensors header metadata (string values, JSON where structured):
+  ``format``, ``format_version``, ``policy_config``, ``perception_config`` (dataclass dicts,
+  the policy's including its exact wiring), ``input_normalization`` ({mean, std}),
+  ``output_scaling`` ({axes, scale}), ``frame_period_s`` (nominal, s), ``created`` (UTC ISO 8601),
+  ``training`` (free-form dict, e.g. data set, epochs, metrics).
+
+Loading never executes code from the file (safetensors has no pickle). Any wrong,
+truncated or mismatched file raises `ModelFileError` naming the problem and the path.
+Saving writes a temporary file and renames it, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .perception import FeatureExtractor, PerceptionConfig
+from .policy import COMMAND_AXES, PolicyConfig, PolicyModel
+
+FORMAT = "liquid_control.model"
+FORMAT_VERSION = 1
+EXTENSION = ".safetensors"
+PREFIXES = ("policy.", "perception.")
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        super().__init__(f"model file {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass
+class ModelBundle:
+    """What `load_model` returns. Models are in eval mode; either may be None."""
+
+    path: Path
+    policy: Optional[PolicyModel]
+    perception: Optional[FeatureExtractor]
+    policy_config: Optional[PolicyConfig]
+    perception_config: Optional[PerceptionConfig]
+    frame_period_s: Optional[float]
+    created: str
+    training: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # every header entry, JSON-decoded
+
+
+def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
+               perception: Optional[FeatureExtractor] = None,
+               training: Optional[dict[str, Any]] = None) -> Path:
+    """Write a model file (see module docstring); returns its path."""
+    path = Path(path)
+    if path.suffix != EXTENSION:
+        raise ModelFileError(path, f"the file name must end in {EXTENSION}")
+    if policy is None and perception is None:
+        raise ModelFileError(path, "nothing to save: give a policy and/or a perception model")
+    if policy is not None and perception is not None and \
+            policy.config.feature_size != perception.config.feature_size:
+        raise ModelFileError(path, f"perception makes {perception.config.feature_size} features but the "
+                                   f"policy expects {policy.config.feature_size}")
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("policy.", policy), ("perception.", perception)):
+        if module is not None:
+            for name, value in module.state_dict().items():
+                tensors[prefix + name] = value.detach().to("cpu").contiguous().clone()
+    metadata: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "policy_config": None if policy is None else policy.config.to_dict(),
+        "perception_config": None if perception is None else perception.config.to_dict(),
+        "input_normalization": None if policy is None else {
+            "mean": policy.feature_mean.tolist(), "std": policy.feature_std.tolist()},
+        "output_scaling": None if policy is None else {
+            "axes": list(COMMAND_AXES), "scale": policy.command_scale.tolist()},
+        "frame_period_s": None if policy is None else policy.config.frame_period_s,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "training": training or {},
+    }
+    try:
+        header = {key: json.dumps(value) for key, value in metadata.items()}
+    except TypeError as exc:
+        raise ModelFileError(path, f"training metadata is not JSON-serialisable ({exc})") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    if not path.is_file():
+        raise ModelFileError(path, "no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers/data
+        raise ModelFileError(path, f"not a readable safetensors file (truncated or another format?): {exc}") from exc
+    return header, tensors
+
+
+def _decode_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    if "format" not in header:
+        raise ModelFileError(path, f"no 'format' entry in the header: not a {FORMAT} file")
+    decoded: dict[str, Any] = {}
+    for key, text in header.items():
+        try:
+            decoded[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(path, f"header entry {key!r} is not valid JSON ({exc})") from exc
+    if decoded["format"] != FORMAT:
+        raise ModelFileError(path, f"format is {decoded['format']!r}, expected {FORMAT!r}")
+    version = decoded.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(path, f"format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(path, f"format_version {version} is newer than this code reads "
+                                   f"({FORMAT_VERSION}); update liquid_control")
+    return decoded
+
+
+def _load_module(path: Path, module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
+    state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise ModelFileError(path, f"missing tensors for the {prefix[:-1]} config: "
+                                   f"{', '.join(prefix + k for k in missing)}")
+    if unexpected:
+        raise ModelFileError(path, f"tensors the {prefix[:-1]} config does not have: "
+                                   f"{', '.join(prefix + k for k in unexpected)}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ModelFileError(path, f"tensor {prefix + key} has shape {tuple(value.shape)} but the "
+                                       f"config needs {tuple(expected[key].shape)}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ModelFileError(path, f"tensor {prefix + key} contains NaN or inf")
+    module.load_state_dict(state)
+    module.eval()
+
+
+def load_model(path: str | os.PathLike) -> ModelBundle:
+    """Read a model file; raises ModelFileError (naming the problem and the path) if unusable."""
+    path = Path(path)
+    header, tensors = _read(path)
+    meta = _decode_header(path, header)
+    stray = sorted(key for key in tensors if not key.startswith(PREFIXES))
+    if stray:
+        raise ModelFileError(path, f"unexpected tensors (not policy.* or perception.*): {', '.join(stray[:5])}")
+
+    policy = perception = None
+    policy_config = perception_config = None
+    if meta.get("policy_config") is not None:
+        try:
+            policy_config = PolicyConfig.from_dict(meta["policy_config"])
+            policy = PolicyModel(policy_config)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"invalid policy_config: {exc}") from exc
+        derived_masks = {k: v.clone() for k, v in policy.state_dict().items() if k.endswith("head_mask")}
+        _load_module(path, policy, "policy.", tensors)
+        for key, mask in derived_masks.items():
+            if not torch.equal(policy.state_dict()[key], mask):
+                raise ModelFileError(path, f"tensor policy.{key} disagrees with the wiring in policy_config")
+        normalization = meta.get("input_normalization") or {}
+        if normalization and not (
+                torch.allclose(policy.feature_mean, torch.tensor(normalization.get("mean", [])))
+                and torch.allclose(policy.feature_std, torch.tensor(normalization.get("std", [])))):
+            raise ModelFileError(path, "input_normalization in the header disagrees with the stored buffers")
+    elif any(key.startswith("policy.") for key in tensors):
+        raise ModelFileError(path, "policy tensors present but no policy_config in the header")
+
+    if meta.get("perception_config") is not None:
+        try:
+            perception_config = PerceptionConfig.from_dict(meta["perception_config"])
+            perception = FeatureExtractor(perception_config)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"invalid perception_config: {exc}") from exc
+        _load_module(path, perception, "perception.", tensors)
+    elif any(key.startswith("perception.") for key in tensors):
+        raise ModelFileError(path, "perception tensors present but no perception_config in the header")
+
+    if policy is None and perception is None:
+        raise ModelFileError(path, "holds neither a policy nor a perception model")
+    if policy_config is not None and perception_config is not None and \
+            policy_config.feature_size != perception_config.feature_size:
+        raise ModelFileError(path, f"perception makes {perception_config.feature_size} features but the "
+                                   f"policy expects {policy_config.feature_size}")
+    training = meta.get("training") or {}
+    return ModelBundle(path=path, policy=policy, perception=perception, policy_config=policy_config,
+                       perception_config=perception_config,
+                       frame_period_s=None if policy_config is None else policy_config.frame_period_s,
+                       created=str(meta.get("created", "")),
+                       training=training if isinstance(training, dict) else {"value": training},
+                       metadata=meta)
