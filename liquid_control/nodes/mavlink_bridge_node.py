@@ -93,7 +93,7 @@ class MavlinkBridgeNode(Node):
     def on_cmd_vel(self, msg: TwistStamped) -> None:
         if msg.header.frame_id not in self.command_frames:
             self.loop.count("wrong_frame_commands")
-            self.get_logger().warn(f"cmd_vel in frame '{msg.header.frame_id}' ignored; expected body "
+            self.get_logger().warning(f"cmd_vel in frame '{msg.header.frame_id}' ignored; expected body "
                                    f"'{self.command_frames[1]}'", throttle_duration_sec=5.0)
             return
         t = msg.twist
@@ -160,7 +160,7 @@ class MavlinkBridgeNode(Node):
         try:
             send()
             response.success, response.message = True, f"{what} command sent (watch mavlink/mode, mavlink/armed)"
-            self.get_logger().warn(f"operator request: {what} command sent")
+            self.get_logger().warning(f"operator request: {what} command sent")
         except (CommandNotAllowed, MavlinkLinkError, ValueError) as exc:
             response.success, response.message = False, f"{what} refused: {exc}"
         return response

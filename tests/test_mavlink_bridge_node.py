@@ -1,0 +1,282 @@
+"""MAVLink bridge node end to end: real rclpy over DDS in-process, the test autopilot in its own process.
+
+The autopilot records everything the bridge sends; the assertions check what a
+flight controller would receive (frame, type mask, FRD signs, rate) and that
+arm / mode commands appear only when the configuration enables them.
+"""
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+from pymavlink import mavutil
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from liquid_control.nodes.common import ParameterError, command_qos, latched_qos, sensor_qos  # noqa: E402
+from liquid_control.nodes.mavlink_bridge_node import MavlinkBridgeNode  # noqa: E402
+from mavlink_test_autopilot import AutopilotProcess  # noqa: E402
+
+mavlink = mavutil.mavlink
+pytestmark = pytest.mark.timeout(60)
+
+
+class Probe:
+    """Test-side node: publishes cmd_vel / odom, records the bridge's topics, calls its services."""
+
+    def __init__(self, context):
+        self.node = rclpy.create_node("bridge_probe", context=context)
+        self.cmd_pub = self.node.create_publisher(TwistStamped, "cmd_vel", command_qos())
+        self.odom_pub = self.node.create_publisher(Odometry, "odom", sensor_qos())
+        self.modes, self.armed, self.connected, self.diagnostics = [], [], [], []
+        self.node.create_subscription(String, "mavlink/mode", lambda m: self.modes.append(m.data), latched_qos())
+        self.node.create_subscription(Bool, "mavlink/armed", lambda m: self.armed.append(m.data), latched_qos())
+        self.node.create_subscription(Bool, "mavlink/connected", lambda m: self.connected.append(m.data),
+                                      latched_qos())
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      lambda m: self.diagnostics.extend(s for s in m.status
+                                                                        if s.name == "mavlink_bridge"), 10)
+        self.arm_client = self.node.create_client(SetBool, "mavlink/arm")
+        self.offboard_client = self.node.create_client(Trigger, "mavlink/set_offboard")
+        self.command = None  # (vx, vy, vz, yaw_rate, frame_id) republished at 20 Hz while set
+        self.node.create_timer(0.05, self._publish_command)
+
+    def _publish_command(self):
+        if self.command is None:
+            return
+        msg = TwistStamped()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        *values, msg.header.frame_id = self.command
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = values
+        self.cmd_pub.publish(msg)
+
+    def publish_odom(self, x, y, z):
+        msg = Odometry()
+        msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+        msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = x, y, z
+        msg.pose.pose.orientation.w = 1.0
+        self.odom_pub.publish(msg)
+
+    def call(self, client, request, timeout_s=5.0):
+        assert client.wait_for_service(timeout_sec=timeout_s), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert future.done(), f"no answer from {client.srv_name}"
+        return future.result()
+
+
+@contextmanager
+def running_bridge(autopilot, **params):
+    """Bridge + probe spinning in one SingleThreadedExecutor on a background thread."""
+    settings = dict(connection=autopilot.bridge_connection, setpoint_rate_hz=20.0, heartbeat_rate_hz=5.0,
+                    diagnostics_rate_hz=5.0)
+    settings.update(params)
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    bridge = probe = None
+    stop = threading.Event()
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.02) for _ in iter(stop.is_set, True)])
+    try:
+        bridge = MavlinkBridgeNode(context=context,
+                                   parameter_overrides=[Parameter(k, value=v) for k, v in settings.items()])
+        probe = Probe(context)
+        executor.add_node(bridge)
+        executor.add_node(probe.node)
+        thread.start()
+        yield bridge, probe
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=5.0)
+        executor.shutdown()
+        for node in (bridge, probe.node if probe else None):
+            if node is not None:
+                node.destroy_node()
+        if bridge is not None:
+            bridge.close()
+        rclpy.try_shutdown(context=context)
+
+
+def wait_until(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def latest_setpoint(autopilot):
+    setpoints = autopilot.events("setpoint")
+    return setpoints[-1] if setpoints else None
+
+
+def setpoint_is(autopilot, vx, vy, vz, yaw_rate, tol=1e-4):
+    sp = latest_setpoint(autopilot)
+    return sp is not None and all(abs(a - b) <= tol for a, b in
+                                  zip((sp["vx"], sp["vy"], sp["vz"], sp["yaw_rate"]), (vx, vy, vz, yaw_rate)))
+
+
+def test_streams_frd_setpoints_at_the_configured_rate_and_never_arms_by_default():
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(px4) as (bridge, probe):
+        probe.command = (0.6, 0.3, 0.2, 0.3, "base_link")  # FLU, inside the default clamps
+        assert wait_until(lambda: setpoint_is(px4, 0.6, -0.3, -0.2, -0.3)), latest_setpoint(px4)
+        start = time.monotonic()
+        time.sleep(1.5)
+        window = px4.events("setpoint", since=start + 0.25)
+        window = [e for e in window if e["t"] <= start + 1.25]
+        assert 16 <= len(window) <= 24, f"{len(window)} setpoints in 1 s at 20 Hz"
+        assert {(e["frame"], e["type_mask"]) for e in window} == {(8, 1479)}
+        assert all(e["target_system"] == 1 and e["target_component"] == 1 for e in window)
+        # state topics and diagnostics
+        assert wait_until(lambda: probe.modes and probe.modes[-1] == "POSCTL" and probe.connected[-1])
+        assert probe.armed and probe.armed[-1] is False
+        assert wait_until(lambda: any(dict((kv.key, kv.value) for kv in s.values).get("state") == "active"
+                                      for s in probe.diagnostics))
+        # operator services refuse while allow_arming / allow_mode_change are false
+        reply = probe.call(probe.arm_client, SetBool.Request(data=True))
+        assert not reply.success and "allow_arming" in reply.message
+        reply = probe.call(probe.offboard_client, Trigger.Request())
+        assert not reply.success and "allow_mode_change" in reply.message
+        time.sleep(0.3)
+        assert px4.events("command_long") == [] and px4.events("set_mode") == []
+        # our heartbeat: an onboard controller, not an autopilot
+        beats = px4.events("heartbeat")
+        assert beats and all(b["type"] == mavlink.MAV_TYPE_ONBOARD_CONTROLLER and b["component"] == 191
+                             for b in beats)
+
+
+@pytest.mark.parametrize("allow_mode_change", [False, True])
+def test_stale_commands_hover_then_failsafe_action_only_when_enabled(allow_mode_change):
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
+            px4, command_timeout_s=0.2, action_timeout_s=0.6, failsafe_action="land",
+            allow_mode_change=allow_mode_change) as (bridge, probe):
+        probe.command = (0.5, 0.0, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.5, 0.0, 0.0, 0.0))
+        probe.command = None  # the stream of commands stops
+        stopped = time.monotonic()
+        assert wait_until(lambda: setpoint_is(px4, 0.0, 0.0, 0.0, 0.0), timeout_s=2.0)
+        assert time.monotonic() - stopped < 0.6  # zero within command_timeout + a few cycles
+        time.sleep(1.0)  # past action_timeout_s
+        assert setpoint_is(px4, 0.0, 0.0, 0.0, 0.0)  # still streaming zeros (hover)
+        commands = px4.events("command_long")
+        if allow_mode_change:
+            assert len(commands) == 1 and commands[0]["command"] == mavlink.MAV_CMD_DO_SET_MODE
+            assert commands[0]["params"][1:3] == [4.0, 6.0]  # PX4 AUTO / AUTO_LAND
+            assert wait_until(lambda: probe.modes and probe.modes[-1] == "LAND")
+        else:
+            assert commands == [] and px4.events("set_mode") == []
+            assert wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "NOT sent" in s.message
+                                          for s in probe.diagnostics))
+
+
+def test_vehicle_heartbeat_loss_stops_the_stream_and_reports_error():
+    with AutopilotProcess("px4", heartbeat_hz=10.0) as px4, running_bridge(
+            px4, heartbeat_timeout_s=0.5) as (bridge, probe):
+        probe.command = (0.3, 0.0, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.3, 0.0, 0.0, 0.0))
+        px4.send("heartbeat off")
+        lost_at = time.monotonic()
+        time.sleep(1.2)
+        late = px4.events("setpoint", since=lost_at + 0.8)
+        assert late == [], f"{len(late)} setpoints sent after the vehicle went silent"
+        assert wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "heartbeat lost" in s.message
+                                      for s in probe.diagnostics))
+        assert wait_until(lambda: probe.connected and probe.connected[-1] is False)
+        px4.send("heartbeat on")  # link back: streaming resumes
+        resumed = time.monotonic()
+        assert wait_until(lambda: len(px4.events("setpoint", since=resumed)) >= 3)
+
+
+def test_clamps_nan_and_foreign_frames():
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
+            px4, max_horizontal_speed_mps=1.0, max_vertical_speed_mps=0.5, max_yaw_rate_radps=0.4) as (_, probe):
+        probe.command = (3.0, 4.0, -2.0, 1.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.6, -0.8, 0.5, -0.4)), latest_setpoint(px4)
+        probe.command = (math.nan, 0.0, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.0, 0.0, 0.0, 0.0)), latest_setpoint(px4)
+        probe.command = (0.2, 0.0, 0.0, 0.0, "")  # empty frame_id is accepted as body
+        assert wait_until(lambda: setpoint_is(px4, 0.2, 0.0, 0.0, 0.0))
+        probe.command = (0.7, 0.0, 0.0, 0.0, "odom")  # a world-frame twist is not a body command
+        time.sleep(0.8)  # ignored -> the last body command goes stale -> hover
+        assert setpoint_is(px4, 0.0, 0.0, 0.0, 0.0)
+        assert all(e["vx"] != pytest.approx(0.7) for e in px4.events("setpoint"))
+
+
+def test_geofence_removes_outward_velocity():
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
+            px4, geofence_radius_m=2.0) as (bridge, probe):
+        probe.command = (0.8, 0.4, 0.0, 0.0, "base_link")
+        for _ in range(5):  # first odometry = start point
+            probe.publish_odom(0.0, 0.0, 1.0)
+            time.sleep(0.05)
+        assert wait_until(lambda: setpoint_is(px4, 0.8, -0.4, 0.0, 0.0))
+        deadline = time.monotonic() + 5.0
+        while not setpoint_is(px4, 0.0, -0.4, 0.0, 0.0) and time.monotonic() < deadline:
+            probe.publish_odom(3.0, 0.0, 1.0)  # 3 m along +x: outside; forward is outward
+            time.sleep(0.05)
+        assert setpoint_is(px4, 0.0, -0.4, 0.0, 0.0), latest_setpoint(px4)
+        assert wait_until(lambda: any("outside geofence" in s.message for s in probe.diagnostics))
+
+
+def test_arm_and_offboard_services_work_only_when_enabled():
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
+            px4, allow_arming=True, allow_mode_change=True) as (bridge, probe):
+        assert wait_until(lambda: len(px4.events("setpoint")) >= 3)  # PX4 wants a stream before offboard
+        assert px4.events("command_long") == []  # enabling alone sends nothing
+        reply = probe.call(probe.offboard_client, Trigger.Request())
+        assert reply.success, reply.message
+        reply = probe.call(probe.arm_client, SetBool.Request(data=True))
+        assert reply.success, reply.message
+        assert wait_until(lambda: probe.modes and probe.modes[-1] == "OFFBOARD" and probe.armed[-1] is True)
+        commands = [(e["command"], e["params"][:3]) for e in px4.events("command_long")]
+        assert commands == [(mavlink.MAV_CMD_DO_SET_MODE, [float(mavutil.px4_map["OFFBOARD"][0]), 6.0, 0.0]),
+                            (mavlink.MAV_CMD_COMPONENT_ARM_DISARM, [1.0, 0.0, 0.0])]
+
+
+def test_out_of_range_rate_is_rejected_at_start():
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ParameterError, match="setpoint_rate_hz"):
+            MavlinkBridgeNode(context=context, parameter_overrides=[Parameter("setpoint_rate_hz", value=2.0)])
+        with pytest.raises(ParameterError, match="failsafe_action"):
+            MavlinkBridgeNode(context=context, parameter_overrides=[Parameter("failsafe_action", value="flip")])
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_node_process_loads_the_shipped_yaml_and_exits_cleanly_on_sigterm(repo_root):
+    with AutopilotProcess("ardupilot", heartbeat_hz=5.0) as copter:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "liquid_control.nodes.mavlink_bridge_node", "--ros-args",
+             "--params-file", str(repo_root / "config" / "mavlink_bridge.yaml"),
+             "-p", f"connection:={copter.bridge_connection}"],
+            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert copter.wait_for(lambda ev: len(ev) >= 5, "setpoint", timeout_s=20.0), \
+                "no setpoints from the node process"
+            assert {(e["frame"], e["type_mask"]) for e in copter.events("setpoint")} == {(8, 1479)}
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10)
+            assert proc.returncode == 0, err
+            assert "Traceback" not in err
+            assert copter.events("command_long") == [] and copter.events("set_mode") == []
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
