@@ -21,6 +21,7 @@ from geometry_msgs.msg import TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
@@ -51,6 +52,18 @@ class Probe:
         self.offboard_client = self.node.create_client(Trigger, "mavlink/set_offboard")
         self.command = None  # (vx, vy, vz, yaw_rate, frame_id) republished at 20 Hz while set
         self.node.create_timer(0.05, self._publish_command)
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+        self.sim_step_ns = None  # when set, /clock advances this much every 10 ms of wall time
+        self.sim_time_ns = 1_000_000_000
+        self.node.create_timer(0.01, self._publish_clock)
+
+    def _publish_clock(self):
+        if self.sim_step_ns is None:
+            return
+        self.sim_time_ns += self.sim_step_ns
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(self.sim_time_ns, 1_000_000_000)
+        self.clock_pub.publish(msg)
 
     def _publish_command(self):
         if self.command is None:
@@ -246,6 +259,20 @@ def test_arm_and_offboard_services_work_only_when_enabled():
         commands = [(e["command"], e["params"][:3]) for e in px4.events("command_long")]
         assert commands == [(mavlink.MAV_CMD_DO_SET_MODE, [float(mavutil.px4_map["OFFBOARD"][0]), 6.0, 0.0]),
                             (mavlink.MAV_CMD_COMPONENT_ARM_DISARM, [1.0, 0.0, 0.0])]
+
+
+def test_use_sim_time_runs_the_stream_on_the_simulation_clock():
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
+            px4, use_sim_time=True, heartbeat_timeout_s=30.0) as (bridge, probe):
+        probe.command = (0.2, 0.0, 0.0, 0.0, "base_link")
+        time.sleep(0.5)
+        assert px4.events("setpoint") == []  # no /clock yet: simulated time stands still
+        probe.sim_step_ns = 2_000_000  # 2 ms of sim time per 10 ms of wall time: 0.2x real time
+        assert wait_until(lambda: setpoint_is(px4, 0.2, 0.0, 0.0, 0.0))
+        start = time.monotonic()
+        time.sleep(2.0)
+        count = len(px4.events("setpoint", since=start))
+        assert 4 <= count <= 14, f"{count} setpoints in 2 s wall at 20 Hz sim and 0.2x (expected ~8)"
 
 
 def test_out_of_range_rate_is_rejected_at_start():
