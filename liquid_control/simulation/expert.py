@@ -43,7 +43,7 @@ class ExpertConfig:
     vertical_gain: float = 1.0  # m/s per m of height error
     approach_gate_deg: float = 35.0  # no forward motion once the bearing exceeds this
     max_forward_mps: float = 1.5
-    max_backward_mps: float = 0.6
+    max_backward_mps: float = 1.2  # a chased target may turn back towards the drone at up to 1 m/s
     max_lateral_mps: float = 1.0
     max_vertical_mps: float = 0.8
     max_yaw_rate_radps: float = 1.2

@@ -443,15 +443,20 @@ class ChasePath:
     dt_s: float
     points: tuple[tuple[float, float, float], ...]
 
+    def __post_init__(self) -> None:
+        if len(self.points) < 2 or not self.dt_s > 0:
+            raise ValueError("ChasePath needs >= 2 points and dt_s > 0")
+        object.__setattr__(self, "_array", np.asarray(self.points, dtype=float))  # cached for lookups
+
     def position(self, time_s: float) -> np.ndarray:
-        pts = np.asarray(self.points)
+        pts = self._array
         s = min(max(time_s / self.dt_s, 0.0), len(pts) - 1.0)
         i = min(int(s), len(pts) - 2)
         a = s - i
         return (1 - a) * pts[i] + a * pts[i + 1]
 
     def velocity(self, time_s: float) -> np.ndarray:
-        pts = np.asarray(self.points)
+        pts = self._array
         i = min(max(int(time_s / self.dt_s), 0), len(pts) - 2)
         return (pts[i + 1] - pts[i]) / self.dt_s
 

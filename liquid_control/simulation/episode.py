@@ -1,0 +1,231 @@
+"""The one episode loop: fly one sampled episode with any controller, optionally labelled by another.
+
+Evaluation, data collection (expert, perturbed expert, DAgger) and the gym env's
+scene set-up all go through here, so every consumer sees the same world, the same
+task bookkeeping and the same timing.
+
+Per control step (at `control_hz`):
+  1. the task says where the target is; the world's target is moved there;
+  2. the world delivers the newest camera frame, or None (dropped / in flight);
+  3. the *labeller* (if any, normally the expert) computes its command — the label;
+  4. the *controller* computes the command that is actually flown;
+  5. the command is checked (finite, 4 values: otherwise hover, counted as a fault),
+     clipped to the flight controller's limits, and the world steps;
+  6. the task updates success / crash / arena / timeout.
+DAgger-style collection runs a learned or perturbed controller while the expert
+labels every step; plain expert runs leave the label out (it equals the command).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from liquid_control.simulation.camera import CameraConfig
+from liquid_control.simulation.controller import ControlLimits
+from liquid_control.simulation.drone_world import DroneWorld, Frame
+from liquid_control.simulation.expert import Expert, ExpertConfig, Perturbation, PerturbationConfig
+from liquid_control.simulation.image_effects import ImageEffects
+from liquid_control.simulation.quadrotor import DroneState, WindConfig
+from liquid_control.simulation.scenario import EpisodeSpec, Scenario, sample_episode
+from liquid_control.simulation.tasks import SuccessConfig, make_task
+from liquid_control.simulation.world import GroundConfig, LightConfig, SceneConfig, SceneObject, SkyConfig
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """How episodes are flown (not what is randomised: that is the scenario's job).
+
+    render: draw camera frames every step (visual controllers and recordings need them; the
+    privileged expert does not, and runs ~5x faster without). keep_frames: return the frames.
+    duration_s: override the scenario's episode length (tests, quick looks).
+    """
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    control_hz: float = 30.0
+    physics_hz: int = 240
+    limits: ControlLimits = field(default_factory=ControlLimits)
+    success: SuccessConfig = field(default_factory=SuccessConfig)
+    render: bool = True
+    keep_frames: bool = False
+    duration_s: float | None = None
+
+
+@dataclass
+class Observation:
+    """What a controller may use at one step. Visual policies must use only `frame`/`last_frame`
+    and `time_s`; `state`, `target_position` and `target_velocity` are ground truth for the expert."""
+
+    time_s: float
+    frame: Frame | None  # newest frame delivered at this step, None if none arrived
+    last_frame: Frame | None  # newest frame delivered so far (may be stale)
+    state: DroneState
+    target_position: np.ndarray
+    target_velocity: np.ndarray
+    task: str
+
+
+class Controller(Protocol):
+    def reset(self, spec: EpisodeSpec) -> None: ...
+
+    def act(self, observation: Observation) -> np.ndarray: ...
+
+
+class ExpertController:
+    """The privileged expert behind the Controller interface."""
+
+    def __init__(self, camera: CameraConfig = CameraConfig(), config: ExpertConfig = ExpertConfig()) -> None:
+        self.expert = Expert(camera, config)
+
+    def reset(self, spec: EpisodeSpec) -> None:
+        self.expert.reset(spec.task)
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return self.expert.act(observation.state, observation.target_position, observation.target_velocity)
+
+
+class PerturbedController:
+    """Another controller plus seeded exploration noise (seeded per episode from the episode seed)."""
+
+    def __init__(self, base: Controller, config: PerturbationConfig = PerturbationConfig(),
+                 control_hz: float = 30.0, seed_offset: int = 0) -> None:
+        self.base = base
+        self.config = config
+        self.dt = 1.0 / control_hz
+        self.seed_offset = seed_offset
+        self.perturbation = Perturbation(config, seed_offset)
+
+    def reset(self, spec: EpisodeSpec) -> None:
+        self.base.reset(spec)
+        self.perturbation = Perturbation(self.config, seed=spec.seed + 7919 * (self.seed_offset + 1))
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return self.perturbation.apply(self.base.act(observation), self.dt)
+
+
+@dataclass
+class EpisodeResult:
+    """Metrics plus the per-step record (arrays of length `steps`, row k = step k)."""
+
+    spec: EpisodeSpec
+    metrics: dict[str, Any]
+    times_s: np.ndarray  # (N,) time at which the command was issued
+    positions: np.ndarray  # (N, 3) world, before the command
+    yaws: np.ndarray  # (N,) rad
+    velocities_body: np.ndarray  # (N, 3) m/s FLU
+    commands: np.ndarray  # (N, 4) flown (after clipping)
+    labels: np.ndarray | None  # (N, 4) labeller's commands, None without a labeller
+    targets: np.ndarray  # (N, 3) target position at each step
+    frames: list[Frame | None] | None  # (N,) delivered frame per step when keep_frames
+
+
+def scene_from_spec(spec: EpisodeSpec) -> SceneConfig:
+    """The world's SceneConfig for a sampled episode (target never collides; distractors do)."""
+    target = SceneObject(spec.target_shape, spec.target_colour, spec.target_size_m, spec.targets[0], collides=False)
+    distractors = [SceneObject(d.shape, d.colour, d.size_m, d.position, collides=True) for d in spec.distractors]
+    return SceneConfig(
+        ground=GroundConfig(colour=spec.ground_colour, texture=spec.ground_texture,
+                            texture_scale_m=spec.ground_texture_scale_m, colour2=spec.ground_second_colour),
+        sky=SkyConfig(colour=spec.sky_colour, horizon_colour=spec.horizon_colour),
+        # The scenario stores where the light comes from; the world wants where it travels.
+        light=LightConfig(direction=tuple(-v for v in spec.light_direction), strength=spec.light_strength,
+                          ambient=spec.ambient),
+        target=target, distractors=distractors)
+
+
+def effects_from_spec(spec: EpisodeSpec) -> ImageEffects:
+    return ImageEffects(noise_std=spec.image_noise_std, blur_px=spec.blur_px, exposure_gain=spec.exposure_gain,
+                        frame_drop_prob=spec.frame_drop_prob, latency_s=spec.latency_mean_s,
+                        latency_jitter_s=spec.latency_jitter_s)
+
+
+def make_world(spec: EpisodeSpec, config: EpisodeConfig = EpisodeConfig()) -> DroneWorld:
+    """A DroneWorld with the episode's airframe, wind and camera effects (not yet reset)."""
+    return DroneWorld(airframe=spec.airframe, camera=config.camera, control_hz=config.control_hz,
+                      physics_hz=config.physics_hz, wind=WindConfig(steady_mps=spec.wind_velocity_mps,
+                                                                     gust_std_mps=spec.wind_gust_std_mps),
+                      effects=effects_from_spec(spec), seed=spec.seed, limits=config.limits)
+
+
+def command_limits(limits: ControlLimits) -> np.ndarray:
+    """Per-axis bound [vx, vy, vz, yaw_rate] of a command the flight controller accepts."""
+    return np.array([limits.max_speed_xy_mps, limits.max_speed_xy_mps, limits.max_speed_z_mps,
+                     limits.max_yaw_rate_radps])
+
+
+def safe_command(command: Any, bound: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(clipped command, ok). A command that is not 4 finite numbers becomes hover (zeros): fail safe."""
+    try:
+        c = np.asarray(command, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        return np.zeros(4), False
+    if c.shape != (4,) or not np.all(np.isfinite(c)):
+        return np.zeros(4), False
+    return np.clip(c, -bound, bound), True
+
+
+def run_episode(episode: EpisodeSpec | tuple[Scenario, int], controller: Controller,
+                labeller: Controller | None = None, config: EpisodeConfig = EpisodeConfig()) -> EpisodeResult:
+    """Fly one episode; `episode` is a sampled spec or (scenario, seed)."""
+    spec = sample_episode(*episode) if isinstance(episode, tuple) else episode
+    if config.duration_s is not None:
+        from dataclasses import replace
+        spec = replace(spec, duration_s=float(config.duration_s))
+    dt = 1.0 / config.control_hz
+    bound = command_limits(config.limits)
+    task = make_task(spec, config.camera, config.success)
+    world = make_world(spec, config)
+    try:
+        state = world.reset(scene_from_spec(spec), spec.start_position, spec.start_yaw_rad, seed=spec.seed)
+        task.begin(state)
+        controller.reset(spec)
+        if labeller is not None:
+            labeller.reset(spec)
+        rows: dict[str, list] = {k: [] for k in ("t", "p", "yaw", "v", "cmd", "label", "target", "frame")}
+        last_frame: Frame | None = None
+        faults = 0
+        moving_target = spec.task != "fly_to_target"
+        while not task.status.done:
+            now = world.time_s
+            target = task.target_position(now)
+            if moving_target:
+                world.set_target_position(target)
+            frame = world.render() if config.render else None
+            if frame is not None:
+                last_frame = frame
+            obs = Observation(now, frame, last_frame, state, target, task.target_velocity(now), spec.task)
+            label = labeller.act(obs) if labeller is not None else None
+            command, ok = safe_command(controller.act(obs), bound)
+            faults += not ok
+            rows["t"].append(now)
+            rows["p"].append(np.asarray(state.position, dtype=float))
+            rows["yaw"].append(float(state.rpy[2]))
+            rows["v"].append(np.asarray(state.velocity_body, dtype=float))
+            rows["cmd"].append(command)
+            rows["target"].append(target)
+            if labeller is not None:
+                rows["label"].append(safe_command(label, bound)[0])
+            if config.keep_frames:
+                rows["frame"].append(frame)
+            state = world.step(command)
+            task.update(state, world.crashed, dt)
+        metrics = task.metrics()
+        metrics["crash_reason"] = world.crash_reason
+        metrics["command_faults"] = faults
+        metrics["airframe"] = spec.airframe
+    finally:
+        world.close()
+    return EpisodeResult(
+        spec=spec, metrics=metrics, times_s=np.asarray(rows["t"]), positions=np.asarray(rows["p"]).reshape(-1, 3),
+        yaws=np.asarray(rows["yaw"]), velocities_body=np.asarray(rows["v"]).reshape(-1, 3),
+        commands=np.asarray(rows["cmd"]).reshape(-1, 4),
+        labels=np.asarray(rows["label"]).reshape(-1, 4) if labeller is not None else None,
+        targets=np.asarray(rows["target"]).reshape(-1, 3), frames=rows["frame"] if config.keep_frames else None)
+
+
+def run_expert_episode(scenario: Scenario, seed: int, config: EpisodeConfig = EpisodeConfig(render=False),
+                       expert: ExpertConfig = ExpertConfig()) -> EpisodeResult:
+    """Convenience: the privileged expert flying (scenario, seed)."""
+    return run_episode((scenario, seed), ExpertController(config.camera, expert), config=config)
+
