@@ -146,3 +146,70 @@ def write_mcap_ros2_file(path: Path, entries: list[Entry]) -> Path:
 
 def cdr(entry: Entry) -> bytes:
     return bytes(TYPESTORE.serialize_cdr(entry.msg, entry.msgtype))
+
+
+# -- ROS helpers for the node tests (rclpy imported lazily: the reader tests need no ROS) --
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_process(*args: str, log_path: Path):
+    """Start `liquid-control ARGS` in a subprocess (same ROS_DOMAIN_ID as the test), output to log_path."""
+    import os
+    import subprocess
+    import sys
+
+    log = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, "-m", "liquid_control.cli", *args], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def stop_process(process, timeout: float = 10.0) -> None:
+    """Make sure a test subprocess is gone (SIGKILL if it does not exit)."""
+    import subprocess
+
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class Spinner:
+    """Spins rclpy nodes in a background thread for the duration of a `with` block."""
+
+    def __init__(self, *nodes) -> None:
+        import threading
+
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor()
+        for node in nodes:
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down under us at teardown
+            pass
+
+    def __enter__(self) -> "Spinner":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+
+
+def wait_until(predicate, timeout: float, period: float = 0.02) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()

@@ -53,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(Parameter("topics", Parameter.Type.STRING_ARRAY, list(args.topics)))
     if args.types:
         overrides.append(Parameter("types", Parameter.Type.STRING_ARRAY, list(args.types)))
-    ros_args = ["--ros-args", *args.ros_args] if args.ros_args else None
+    # Explicit argv: rclpy would otherwise parse our own "a:=b" arguments as remap rules.
+    ros_args = ["liquid-control", *(["--ros-args", *args.ros_args] if args.ros_args else [])]
     return recorder_node.main(ros_args, parameter_overrides=overrides)

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
     parser.add_argument("--start-offset", type=float, default=0.0, help="bag seconds to skip (default 0)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing (default 0)")
+    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                        help="wait up to S seconds until every played topic has a subscriber (default: no wait)")
     parser.add_argument("--loop", action="store_true", help="start over at the end")
     parser.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="rename topics")
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="play only these topics")
@@ -30,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [Parameter("bag", value=str(args.bag)), Parameter("rate", value=float(args.rate)),
                  Parameter("start_offset_s", value=float(args.start_offset)),
-                 Parameter("delay_s", value=float(args.delay)), Parameter("loop", value=bool(args.loop)),
+                 Parameter("delay_s", value=float(args.delay)),
+                 Parameter("wait_for_subscribers_s", value=float(args.wait_for_subscribers)),
+                 Parameter("loop", value=bool(args.loop)),
                  Parameter("clock", value=bool(args.clock)), Parameter("clock_rate_hz", value=float(args.clock_rate))]
     if args.remap:
         overrides.append(Parameter("remap", Parameter.Type.STRING_ARRAY, list(args.remap)))
     if args.topics:
         overrides.append(Parameter("topics", Parameter.Type.STRING_ARRAY, list(args.topics)))
-    ros_args = ["--ros-args", *args.ros_args] if args.ros_args else None
+    # Explicit argv: rclpy would otherwise parse our own "a:=b" arguments as remap rules.
+    ros_args = ["liquid-control", *(["--ros-args", *args.ros_args] if args.ros_args else [])]
     return bag_player_node.main(ros_args, parameter_overrides=overrides)

@@ -34,6 +34,8 @@ PARAMS = [
     ParamSpec("rate", 1.0, "playback speed factor", 0.01, 100.0),
     ParamSpec("start_offset_s", 0.0, "bag seconds skipped from the first message", 0.0, 1e9),
     ParamSpec("delay_s", 0.0, "wait (s) before the first message, e.g. for subscribers to connect", 0.0, 60.0),
+    ParamSpec("wait_for_subscribers_s", 0.0, "before playing, wait up to this long (s) until every played topic "
+              "has a subscriber (0: do not wait)", 0.0, 600.0),
     ParamSpec("loop", False, "start over at the end of the bag"),
     ParamSpec("clock", False, "publish /clock from bag time"),
     ParamSpec("clock_rate_hz", 100.0, "/clock publishing rate (Hz)", 1.0, 1000.0),
@@ -64,7 +66,7 @@ class BagPlayerNode(Node):
             try:
                 cls = message_class(info.msgtype)
             except ValueError as err:
-                self.get_logger().warn(f"not playing {topic}: {err}")
+                self.get_logger().warning(f"not playing {topic}: {err}")
                 continue
             self.publishers_by_topic[topic] = self.create_publisher(cls, self.remap.get(topic, topic), RELIABLE_QOS)
         if not self.publishers_by_topic:
@@ -84,8 +86,21 @@ class BagPlayerNode(Node):
         self.get_logger().info(f"playing {self.params['bag']} ({len(self.publishers_by_topic)} topics) "
                                f"at rate {self.timing.rate}")
 
+    def wait_for_subscribers(self) -> None:
+        """Reliable delivery starts only once a publisher has matched its subscribers."""
+        deadline = time.monotonic() + self.params["wait_for_subscribers_s"]
+        while time.monotonic() < deadline and not self.stop.is_set():
+            waiting = [t for t, p in self.publishers_by_topic.items() if p.get_subscription_count() == 0]
+            if not waiting:
+                return
+            self.stop.wait(0.05)
+        if not self.stop.is_set():
+            self.get_logger().warning(f"playing although these topics have no subscriber yet: {waiting}")
+
     def play(self) -> None:
         try:
+            if self.params["wait_for_subscribers_s"] > 0:
+                self.wait_for_subscribers()
             while not self.stop.is_set():
                 self.play_once()
                 self.loops += 1

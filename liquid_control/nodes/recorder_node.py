@@ -92,8 +92,8 @@ class RecorderNode(Node):
         self.diagnostics = DiagnosticsPublisher(self)
         self.discover()
         self.create_timer(self.params["discovery_period_s"], self.discover)
-        # Half the period: the writer's own check then flushes within flush_period_s of any message.
-        self.create_timer(self.params["flush_period_s"] / 2, self.writer.flush_if_due)
+        # A tenth of the period: quiet topics are flushed at most 1.1 flush periods after arrival.
+        self.create_timer(self.params["flush_period_s"] / 10, self.writer.flush_if_due)
         self.create_timer(1.0, self.publish_diagnostics)
         if self.params["max_duration_s"] > 0:
             self.create_timer(self.params["max_duration_s"], lambda: self.context.try_shutdown())
@@ -122,7 +122,7 @@ class RecorderNode(Node):
             self.writer.add_topic(topic, msgtype, [_qos_dict(p.qos_profile) for p in publishers] or [_qos_dict(qos)])
         except (ValueError, BagError) as err:
             self.refused.add(topic)  # warn once, do not retry every discovery period
-            self.get_logger().warn(f"not recording {topic}: {err}")
+            self.get_logger().warning(f"not recording {topic}: {err}")
             return
         self.counts[topic] = 0
         self.subscriptions_by_topic[topic] = self.create_subscription(
