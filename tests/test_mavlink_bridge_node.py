@@ -160,6 +160,9 @@ def test_streams_frd_setpoints_at_the_configured_rate_and_never_arms_by_default(
         assert probe.armed and probe.armed[-1] is False
         assert wait_until(lambda: any(dict((kv.key, kv.value) for kv in s.values).get("state") == "active"
                                       for s in probe.diagnostics))
+        values = dict((kv.key, kv.value) for kv in probe.diagnostics[-1].values)
+        assert 15.0 <= float(values["rate_hz"]) <= 25.0 and float(values["lateness_p99_ms"]) >= 0.0
+        assert values["connected"] == "True" and values["autopilot"] == "px4"
         # operator services refuse while allow_arming / allow_mode_change are false
         reply = probe.call(probe.arm_client, SetBool.Request(data=True))
         assert not reply.success and "allow_arming" in reply.message

@@ -14,7 +14,10 @@ import sys
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.timer import TimerInfo
+try:
+    from rclpy.timer import TimerInfo  # Kilted and later: the executor passes expected/actual call times
+except ImportError:  # older distributions (e.g. Humble on JetPack): lateness against the nominal period
+    TimerInfo = None
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -106,9 +109,12 @@ class MavlinkBridgeNode(Node):
                                   (pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w),
                                   now_seconds(self))
 
-    def on_setpoint_timer(self, info: TimerInfo) -> None:
+    def on_setpoint_timer(self, info: TimerInfo = None) -> None:
         now = now_seconds(self)
-        self.loop.tick(info.actual_call_time.nanoseconds * 1e-9, info.expected_call_time.nanoseconds * 1e-9)
+        if info is None:
+            self.loop.tick(now)
+        else:
+            self.loop.tick(info.actual_call_time.nanoseconds * 1e-9, info.expected_call_time.nanoseconds * 1e-9)
         try:
             if self.link.poll(now):
                 self.failsafe.on_vehicle_heartbeat(now)
