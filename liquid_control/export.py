@@ -35,8 +35,6 @@ from torch import nn
 
 FORMAT_VERSION = 1
 OPSET = 18
-# Body-frame FLU velocity command (DESIGN.md "Interfaces"): m/s, m/s, m/s, rad/s.
-COMMAND_NAMES = ("linear_x", "linear_y", "linear_z", "angular_z")
 POLICY_INPUTS = ("features", "state", "timespan")
 POLICY_OUTPUTS = ("command", "new_state")
 PERCEPTION_INPUTS = ("image",)
@@ -137,6 +135,8 @@ def policy_onnx(policy: nn.Module, *, opset: int = OPSET) -> "onnx.ModelProto": 
     The graph includes the policy's input normalisation and output scaling (they are
     buffers of the model), so its ``command`` output is in m/s and rad/s, body FLU.
     """
+    from liquid_control.models.policy import COMMAND_AXES
+
     config = policy.config
     feature_size = int(config.feature_size)
     state_size = int(policy.state_size)
@@ -153,7 +153,7 @@ def policy_onnx(policy: nn.Module, *, opset: int = OPSET) -> "onnx.ModelProto": 
         "initial_state": json.dumps(initial_state[0].tolist()),
         "frame_period_s": repr(float(config.frame_period_s)),
         "feature_names": json.dumps([f"feature_{i}" for i in range(feature_size)]),
-        "command_names": json.dumps(list(COMMAND_NAMES)),
+        "command_names": json.dumps(list(COMMAND_AXES)),  # body FLU: m/s, m/s, m/s, rad/s
         "trainable_parameters": str(trainable), "effective_parameters": str(effective),
     })
     _set_metadata(model, metadata)

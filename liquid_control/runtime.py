@@ -262,7 +262,11 @@ class PolicyRuntime:
         if array.dtype.kind not in "fiu":
             raise ValueError(f"policy: features must be numeric, got dtype {array.dtype}")
         buffer = self._features[0]
-        buffer[:] = array  # casts to float32; values beyond float32 range become inf, caught next
+        if array.dtype == np.float32:
+            buffer[:] = array
+        else:  # values beyond float32 range become inf (caught next) without a numpy warning
+            with np.errstate(over="ignore", invalid="ignore"):
+                buffer[:] = array
         # dot(v, v) is NaN/inf iff some entry is NaN/inf (or |v| > ~1e18): 3x cheaper than isfinite().all()
         if not math.isfinite(np.dot(buffer, buffer)):
             bad = np.flatnonzero(~np.isfinite(buffer))[:5].tolist()
@@ -319,7 +323,7 @@ class PerceptionRuntime:
         else:
             metadata = onnx_export.metadata_of(onnx_model, self.source)
             try:
-                self.config = PerceptionConfig(**json.loads(metadata["perception_config"]))
+                self.config = PerceptionConfig.from_dict(json.loads(metadata["perception_config"]))
             except (KeyError, TypeError, ValueError) as error:
                 raise onnx_export.ExportError(f"{self.source}: perception metadata is incomplete or invalid "
                                               f"({error!r}); re-export the model") from error
