@@ -76,6 +76,17 @@ def test_common_interface(kind):
         assert torch.equal(final, state0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_torchscript_step_matches_eager(kind):
+    torch.manual_seed(2)
+    model = PolicyModel(policy_for_budget(kind, 20_000)).eval()
+    scripted = torch.jit.script(model)
+    features, state = torch.randn(2, 32), torch.randn(2, model.state_size)
+    timespan = torch.tensor([[1.0], [2.5]])
+    for got, want in zip(scripted.step(features, state, timespan), model.step(features, state, timespan)):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
 def test_normalization_and_command_scale_live_inside_the_model():
     torch.manual_seed(1)
     plain = PolicyModel().eval()
@@ -123,6 +134,8 @@ def test_bad_configs_and_inputs_raise():
         PolicyConfig.from_dict({"kind": "cfc", "colour": "red"})
     with pytest.raises(ValueError, match="feature_size"):
         PolicyModel(dataclasses.replace(PolicyModel().config, feature_size=16))
+    with pytest.raises(ValueError, match="disagrees"):  # stored wiring vs the size fields
+        PolicyModel(dataclasses.replace(PolicyModel().config, cfc_units=60))
     model = PolicyModel()
     with pytest.raises(ValueError, match="features"):
         model(torch.randn(2, 3, 31))

@@ -30,8 +30,6 @@ motor neurons: 20,488 trainable parameters. Wired, because the MIT drone work
 similar size and credited its sparse, structured wiring for out-of-distribution
 robustness; the dense CfC (``cfc_wiring="dense"``) stays available for ablation.
 """
-from __future__ import annotations
-
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -192,6 +190,8 @@ class MLPCore(nn.Module):
 class PolicyModel(nn.Module):
     """Core + readout to [vx, vy, vz, yaw_rate] (body FLU; m/s, rad/s). See module docstring."""
 
+    __jit_unused_properties__ = ["frame_period_s"]
+
     def __init__(self, config: Optional[PolicyConfig] = None) -> None:
         super().__init__()
         config = PolicyConfig() if config is None else config
@@ -199,9 +199,12 @@ class PolicyModel(nn.Module):
         if config.kind == "cfc" and config.cfc_wiring == "ncp":
             if config.wiring is not None:
                 wiring = Wiring.from_dict(config.wiring)
-                if wiring.input_size != config.feature_size:
-                    raise ValueError(f"PolicyConfig: wiring has {wiring.input_size} inputs but "
-                                     f"feature_size={config.feature_size}")
+                if (wiring.input_size, wiring.units, wiring.output_size) != \
+                        (config.feature_size, config.cfc_units, config.cfc_motor_neurons):
+                    raise ValueError(
+                        f"PolicyConfig: wiring ({wiring.input_size} inputs, {wiring.units} units, "
+                        f"{wiring.output_size} motor) disagrees with feature_size={config.feature_size}, "
+                        f"cfc_units={config.cfc_units}, cfc_motor_neurons={config.cfc_motor_neurons}")
             else:
                 wiring = Wiring.auto(config.feature_size, config.cfc_units, config.cfc_motor_neurons,
                                      config.cfc_sparsity, config.cfc_seed)
@@ -210,7 +213,7 @@ class PolicyModel(nn.Module):
         self.config = config
         self.wiring = wiring
         if config.kind == "cfc":
-            self.core: nn.Module = CfCCore(config, wiring)
+            self.core = CfCCore(config, wiring)
         elif config.kind == "lstm":
             self.core = LSTMCore(config)
         elif config.kind == "gru":
@@ -250,10 +253,12 @@ class PolicyModel(nn.Module):
             raise ValueError(f"command scale must be 4 finite positive numbers, got {scale!r}")
         self.command_scale.copy_(scale_t)
 
+    @torch.jit.ignore
     def initial_state(self, batch: int = 1, device: Optional[torch.device] = None) -> torch.Tensor:
         """Zero state (batch, state_size): what the runtime uses at start and after a reset."""
         return torch.zeros(batch, self.state_size, device=device)
 
+    @torch.jit.export
     def step(self, features: torch.Tensor, state: torch.Tensor,
              timespan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame: features (B,F), state (B,S), timespan (B,1) in nominal frame periods
@@ -266,6 +271,17 @@ class PolicyModel(nn.Module):
                 state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sequence: features (B,T,F), timespans (B,T,1) or (B,T) or None (all 1.0),
         state (B,S) or None (zeros) -> (commands (B,T,4), final state (B,S))."""
+        timespans, state = self._checked_timespans_and_state(features, timespans, state)
+        commands: list[torch.Tensor] = []
+        for k in range(features.shape[1]):
+            command, state = self.step(features[:, k], state, timespans[:, k])
+            commands.append(command)
+        return torch.stack(commands, dim=1), state
+
+    @torch.jit.ignore
+    def _checked_timespans_and_state(self, features: torch.Tensor, timespans: Optional[torch.Tensor],
+                                     state: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate shapes with clear messages (plain Python, outside any scripted graph)."""
         if features.dim() != 3 or features.shape[2] != self.feature_size:
             raise ValueError(f"policy: expected features (batch, time, {self.feature_size}), "
                              f"got {tuple(features.shape)}")
@@ -277,14 +293,10 @@ class PolicyModel(nn.Module):
         if tuple(timespans.shape) != (batch, steps, 1):
             raise ValueError(f"policy: timespans must have shape ({batch}, {steps}, 1), got {tuple(timespans.shape)}")
         if state is None:
-            state = self.initial_state(batch, features.device).to(features.dtype)
+            state = torch.zeros(batch, self.state_size, dtype=features.dtype, device=features.device)
         elif tuple(state.shape) != (batch, self.state_size):
             raise ValueError(f"policy: state must have shape ({batch}, {self.state_size}), got {tuple(state.shape)}")
-        commands = []
-        for k in range(steps):
-            command, state = self.step(features[:, k], state, timespans[:, k])
-            commands.append(command)
-        return torch.stack(commands, dim=1), state
+        return timespans, state
 
 
 # --------------------------------------------------------------------------- counting
