@@ -17,7 +17,7 @@ labels every step; plain expert runs leave the label out (it equals the command)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -165,61 +165,108 @@ def safe_command(command: Any, bound: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.clip(c, -bound, bound), True
 
 
+class Episode:
+    """One episode as a step API (the gym env uses this; `run_episode` loops over it).
+
+    `start()` resets the world and returns the first observation; each `step(command)`
+    flies one control period and returns the next observation. The world is closed
+    when the episode is done or on `close()`.
+    """
+
+    def __init__(self, spec: EpisodeSpec, config: EpisodeConfig = EpisodeConfig()) -> None:
+        if config.duration_s is not None:
+            spec = replace(spec, duration_s=float(config.duration_s))
+        self.spec = spec
+        self.config = config
+        self.dt = 1.0 / config.control_hz
+        self.bound = command_limits(config.limits)
+        self.task = make_task(spec, config.camera, config.success)
+        self.world: DroneWorld | None = None
+        self.last_frame: Frame | None = None
+        self.command_faults = 0
+        self.last_command = np.zeros(4)  # the command flown by the latest step (after clipping)
+        self.metrics: dict[str, Any] = {}
+        self._state: DroneState | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.task.status.done
+
+    def start(self) -> Observation:
+        spec = self.spec
+        self.world = make_world(spec, self.config)
+        self._state = self.world.reset(scene_from_spec(spec), spec.start_position, spec.start_yaw_rad, seed=spec.seed)
+        self.task.begin(self._state)
+        return self._observe()
+
+    def _observe(self) -> Observation:
+        world, task = self.world, self.task
+        now = world.time_s
+        target = task.target_position(now)
+        if self.spec.task != "fly_to_target":  # the target moves (chase) or jumps to the next goal (loop)
+            world.set_target_position(target)
+        frame = world.render() if self.config.render else None
+        if frame is not None:
+            self.last_frame = frame
+        return Observation(now, frame, self.last_frame, self._state, target, task.target_velocity(now), self.spec.task)
+
+    def step(self, command: Any) -> Observation | None:
+        """Fly `command` for one control period (non-finite/misshapen -> hover, counted in command_faults).
+
+        Returns the next observation, or None when the episode has ended.
+        """
+        if self.world is None:
+            raise RuntimeError("Episode.start() must be called before step()")
+        if self.done:
+            raise RuntimeError("the episode is over; start a new one")
+        flown, ok = safe_command(command, self.bound)
+        self.command_faults += not ok
+        self.last_command = flown
+        self._state = self.world.step(flown)
+        self.task.update(self._state, self.world.crashed, self.dt)
+        if self.done:
+            self.metrics = {**self.task.metrics(), "crash_reason": self.world.crash_reason,
+                            "command_faults": self.command_faults, "airframe": self.spec.airframe}
+            self.close()
+            return None
+        return self._observe()
+
+    def close(self) -> None:
+        if self.world is not None:
+            self.world.close()
+            self.world = None
+
+
 def run_episode(episode: EpisodeSpec | tuple[Scenario, int], controller: Controller,
                 labeller: Controller | None = None, config: EpisodeConfig = EpisodeConfig()) -> EpisodeResult:
     """Fly one episode; `episode` is a sampled spec or (scenario, seed)."""
     spec = sample_episode(*episode) if isinstance(episode, tuple) else episode
-    if config.duration_s is not None:
-        from dataclasses import replace
-        spec = replace(spec, duration_s=float(config.duration_s))
-    dt = 1.0 / config.control_hz
-    bound = command_limits(config.limits)
-    task = make_task(spec, config.camera, config.success)
-    world = make_world(spec, config)
+    run = Episode(spec, config)
+    rows: dict[str, list] = {k: [] for k in ("t", "p", "yaw", "v", "cmd", "label", "target", "frame")}
     try:
-        state = world.reset(scene_from_spec(spec), spec.start_position, spec.start_yaw_rad, seed=spec.seed)
-        task.begin(state)
-        controller.reset(spec)
+        obs = run.start()
+        controller.reset(run.spec)
         if labeller is not None:
-            labeller.reset(spec)
-        rows: dict[str, list] = {k: [] for k in ("t", "p", "yaw", "v", "cmd", "label", "target", "frame")}
-        last_frame: Frame | None = None
-        faults = 0
-        moving_target = spec.task != "fly_to_target"
-        while not task.status.done:
-            now = world.time_s
-            target = task.target_position(now)
-            if moving_target:
-                world.set_target_position(target)
-            frame = world.render() if config.render else None
-            if frame is not None:
-                last_frame = frame
-            obs = Observation(now, frame, last_frame, state, target, task.target_velocity(now), spec.task)
-            label = labeller.act(obs) if labeller is not None else None
-            command, ok = safe_command(controller.act(obs), bound)
-            faults += not ok
-            rows["t"].append(now)
-            rows["p"].append(np.asarray(state.position, dtype=float))
-            rows["yaw"].append(float(state.rpy[2]))
-            rows["v"].append(np.asarray(state.velocity_body, dtype=float))
-            rows["cmd"].append(command)
-            rows["target"].append(target)
-            if labeller is not None:
-                rows["label"].append(safe_command(label, bound)[0])
+            labeller.reset(run.spec)
+        while obs is not None:
+            if labeller is not None:  # the label is computed before the flown command, from the same observation
+                rows["label"].append(safe_command(labeller.act(obs), run.bound)[0])
+            command = controller.act(obs)
+            rows["t"].append(obs.time_s)
+            rows["p"].append(np.asarray(obs.state.position, dtype=float))
+            rows["yaw"].append(float(obs.state.rpy[2]))
+            rows["v"].append(np.asarray(obs.state.velocity_body, dtype=float))
+            rows["target"].append(obs.target_position)
             if config.keep_frames:
-                rows["frame"].append(frame)
-            state = world.step(command)
-            task.update(state, world.crashed, dt)
-        metrics = task.metrics()
-        metrics["crash_reason"] = world.crash_reason
-        metrics["command_faults"] = faults
-        metrics["airframe"] = spec.airframe
+                rows["frame"].append(obs.frame)
+            obs = run.step(command)
+            rows["cmd"].append(run.last_command)
     finally:
-        world.close()
+        run.close()
     return EpisodeResult(
-        spec=spec, metrics=metrics, times_s=np.asarray(rows["t"]), positions=np.asarray(rows["p"]).reshape(-1, 3),
-        yaws=np.asarray(rows["yaw"]), velocities_body=np.asarray(rows["v"]).reshape(-1, 3),
-        commands=np.asarray(rows["cmd"]).reshape(-1, 4),
+        spec=run.spec, metrics=run.metrics, times_s=np.asarray(rows["t"]),
+        positions=np.asarray(rows["p"]).reshape(-1, 3), yaws=np.asarray(rows["yaw"]),
+        velocities_body=np.asarray(rows["v"]).reshape(-1, 3), commands=np.asarray(rows["cmd"]).reshape(-1, 4),
         labels=np.asarray(rows["label"]).reshape(-1, 4) if labeller is not None else None,
         targets=np.asarray(rows["target"]).reshape(-1, 3), frames=rows["frame"] if config.keep_frames else None)
 

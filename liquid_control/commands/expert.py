@@ -1,0 +1,207 @@
+"""`liquid-control expert`: fly the privileged expert on a suite and print a success table.
+
+    liquid-control expert --suite train [--episodes N] [--workers W] [--seed S]
+                          [--strip FILE.png] [--video FILE.mp4|.gif] [--plot FILE.png] [--json FILE.json]
+
+Episode k of a scenario uses seed S + k, so runs are reproducible and any failed
+episode can be re-flown alone. The strip/video/plot show the first episode of the
+first scenario (or --show SCENARIO).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="train", help="suite name (sim/suites/<name>.yaml) or path")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes per scenario (default: the suite's counts)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of each scenario (default 0)")
+    parser.add_argument("--duration", type=float, default=None, help="override episode length (s)")
+    parser.add_argument("--show", default=None, help="scenario shown by --strip/--video/--plot (default: first)")
+    parser.add_argument("--strip", type=Path, help="save a strip of onboard camera frames (PNG)")
+    parser.add_argument("--video", type=Path, help="save the onboard camera video (.mp4 or .gif)")
+    parser.add_argument("--plot", type=Path, help="save a top-down plot of the trajectory (PNG)")
+    parser.add_argument("--json", type=Path, help="save every episode's metrics (JSON)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fly(job: tuple) -> dict[str, Any]:
+    """Worker: one expert episode -> its metrics (top level so process pools can pickle it)."""
+    from liquid_control.simulation.episode import EpisodeConfig, run_expert_episode
+
+    scenario, seed, duration = job
+    return run_expert_episode(scenario, seed, EpisodeConfig(render=False, duration_s=duration)).metrics
+
+
+def summary_rows(metrics: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """Per-scenario and overall figures: success with Wilson 95% interval, time to goal, distance, failures."""
+    from liquid_control.stats import finite_mean, proportion
+
+    groups = {name: [m for m in metrics if m["scenario"] == name] for name in order}
+    groups["ALL"] = list(metrics)
+    rows = []
+    for name, ms in groups.items():
+        if not ms:
+            continue
+        rows.append({
+            "scenario": name, "episodes": len(ms), "success": proportion(m["success"] for m in ms),
+            "time_to_goal_s": finite_mean(m["time_to_goal_s"] for m in ms if m["success"]),
+            "final_distance_m": finite_mean(m["final_distance_m"] for m in ms),
+            "crashes": sum(bool(m["crashed"]) for m in ms), "left_arena": sum(bool(m["left_arena"]) for m in ms),
+            "timeouts": sum(m["reason"] in ("timeout", "lost_target") for m in ms),
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'scenario':34s} {'eps':>4s}  {'success [95% Wilson]':24s} {'t_goal s':>8s} {'final m':>8s} " \
+           f"{'crash':>5s} {'arena':>5s} {'t/o':>4s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        tg = "-" if math.isnan(r["time_to_goal_s"]) else f"{r['time_to_goal_s']:.1f}"
+        lines.append(f"{r['scenario']:34s} {r['episodes']:4d}  {str(r['success']):24s} {tg:>8s} "
+                     f"{r['final_distance_m']:8.2f} {r['crashes']:5d} {r['left_arena']:5d} {r['timeouts']:4d}")
+    return "\n".join(lines)
+
+
+def save_strip(frames: list, path: Path, count: int = 8, scale: int = 2) -> None:
+    import cv2
+
+    images = [f.image for f in frames if f is not None]
+    if not images:
+        raise ValueError("no camera frames to save")
+    picks = [images[int(i)] for i in np.linspace(0, len(images) - 1, min(count, len(images)))]
+    strip = np.concatenate([np.pad(im, ((2, 2), (2, 2), (0, 0)), constant_values=255) for im in picks], axis=1)
+    strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    if not cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def save_video(frames: list, path: Path, fps: float, scale: int = 2) -> None:
+    import cv2
+
+    images = [cv2.resize(f.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+              for f in frames if f is not None]
+    if not images:
+        raise ValueError("no camera frames to save")
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        step = max(1, int(round(fps / 10)))  # 10 fps at native size keeps GIFs small
+        pil = [Image.fromarray(f.image) for f in frames if f is not None][::step]
+        pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 * step / fps), loop=0)
+        return
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write video {path} (try .gif)")
+    for im in images:
+        writer.write(cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def save_plot(result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec, m = result.spec, result.metrics
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for d in spec.distractors:
+        ax.plot(d.position[0], d.position[1], "s", color=d.colour, markersize=6, markeredgecolor="k", label=None)
+    if spec.chase_path is not None:
+        ax.plot(result.targets[:, 0], result.targets[:, 1], "--", color="tab:red", lw=1, label="target path")
+    targets = np.array(spec.targets)
+    ax.plot(targets[:, 0], targets[:, 1], "o", color=spec.target_colour, markersize=10, markeredgecolor="k",
+            label="target(s)")
+    for i, t in enumerate(targets if spec.task == "target_loop" else []):
+        ax.annotate(str(i + 1), t[:2], textcoords="offset points", xytext=(6, 6))
+    ax.plot(result.positions[:, 0], result.positions[:, 1], "-", color="tab:blue", lw=1.5, label="drone")
+    x0, y0, _ = spec.start_position
+    ax.plot(x0, y0, "^", color="tab:green", markersize=10, label="start")
+    ax.arrow(x0, y0, 0.8 * math.cos(spec.start_yaw_rad), 0.8 * math.sin(spec.start_yaw_rad), width=0.05,
+             color="tab:green")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title(f"{spec.scenario} seed {spec.seed}: {m['reason']}")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from liquid_control.simulation.scenario import ScenarioError, load_suite
+
+    if args.episodes is not None and args.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.video is not None and args.video.suffix.lower() not in (".mp4", ".gif"):
+        print(f"error: --video must end in .mp4 or .gif, got {args.video}", file=sys.stderr)
+        return 2
+    try:
+        suite = load_suite(args.suite)
+    except ScenarioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    jobs = [(entry.scenario, args.seed + k, args.duration) for entry in suite.entries
+            for k in range(args.episodes or entry.episodes)]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=f"expert on {suite.name}", unit="ep", disable=args.no_progress, file=sys.stderr)
+    metrics: list[dict[str, Any]] = []
+    if args.workers == 1:
+        for job in jobs:
+            metrics.append(_fly(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            for m in pool.map(_fly, jobs, chunksize=max(1, len(jobs) // (8 * args.workers))):
+                metrics.append(m)
+                bar.update()
+    bar.close()
+    order = [entry.scenario.name for entry in suite.entries]
+    print(f"suite {suite.name}: expert, seeds {args.seed}..{args.seed + max(len([j for j in jobs if j[0].name == n]) for n in order) - 1}")
+    print(format_table(summary_rows(metrics, order)))
+    failed = [f"{m['scenario']}#{m['seed']} ({m['reason']}{': ' + m['crash_reason'] if m['crash_reason'] else ''})"
+              for m in metrics if not m["success"]]
+    if failed:
+        print("failed episodes: " + ", ".join(failed))
+    if args.json:
+        args.json.write_text(json.dumps(metrics, indent=1, default=float))
+    if args.strip or args.video or args.plot:
+        from liquid_control.simulation.episode import EpisodeConfig, run_expert_episode
+
+        names = {e.scenario.name: e.scenario for e in suite.entries}
+        show = args.show or order[0]
+        if show not in names:
+            print(f"error: --show {show!r} is not in suite {suite.name} ({', '.join(order)})", file=sys.stderr)
+            return 2
+        config = EpisodeConfig(render=True, keep_frames=bool(args.strip or args.video), duration_s=args.duration)
+        result = run_expert_episode(names[show], args.seed, config)
+        if args.strip:
+            save_strip(result.frames, args.strip)
+            print(f"saved camera strip {args.strip}")
+        if args.video:
+            save_video(result.frames, args.video, fps=config.control_hz)
+            print(f"saved camera video {args.video}")
+        if args.plot:
+            save_plot(result, args.plot)
+            print(f"saved trajectory plot {args.plot}")
+    return 0
