@@ -310,3 +310,13 @@ def test_node_process_loads_the_shipped_yaml_and_exits_cleanly_on_sigterm(repo_r
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def test_node_process_with_a_missing_serial_device_exits_1_with_a_clear_message(repo_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.nodes.mavlink_bridge_node", "--ros-args",
+         "-p", "connection:=serial:/dev/no-such-fc-liquid:921600"],
+        cwd=repo_root, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "cannot start node" in proc.stderr and "no-such-fc-liquid" in proc.stderr
+    assert "Traceback" not in proc.stderr

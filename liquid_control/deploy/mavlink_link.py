@@ -241,10 +241,14 @@ class MavlinkLink:
             self._conn.close()
             self._conn = None
 
-    def _mav(self):
+    def _send(self, message: str, *fields) -> None:
+        """Encode and write one message, e.g. _send('heartbeat', ...); I/O errors become MavlinkLinkError."""
         if self._conn is None:
             raise MavlinkLinkError("MAVLink link is not open (call open() first)")
-        return self._conn.mav
+        try:
+            getattr(self._conn.mav, f"{message}_send")(*fields)
+        except OSError as exc:  # serial unplugged, TCP peer gone
+            raise MavlinkLinkError(f"MAVLink send failed on {self.config.connection!r}: {exc}") from exc
 
     # -- receiving ----------------------------------------------------------------------------
     def poll(self, now_s: float, max_messages: int = 500) -> int:
@@ -299,8 +303,8 @@ class MavlinkLink:
         return int((time.monotonic() - self._boot_monotonic) * 1000) & 0xFFFFFFFF
 
     def send_heartbeat(self) -> None:
-        self._mav().heartbeat_send(mavlink.MAV_TYPE_ONBOARD_CONTROLLER, mavlink.MAV_AUTOPILOT_INVALID,
-                                   0, 0, mavlink.MAV_STATE_ACTIVE)
+        self._send("heartbeat", mavlink.MAV_TYPE_ONBOARD_CONTROLLER, mavlink.MAV_AUTOPILOT_INVALID,
+                   0, 0, mavlink.MAV_STATE_ACTIVE)
 
     def _target(self) -> tuple[int, int]:
         system = self.config.target_system or self.vehicle.system_id
@@ -314,7 +318,8 @@ class MavlinkLink:
             raise ValueError(f"refusing to send a non-finite velocity setpoint {cmd}")
         vx, vy, vz, yaw_rate = flu_to_frd(cmd)
         system, component = self._target()
-        self._mav().set_position_target_local_ned_send(
+        self._send(
+            "set_position_target_local_ned",
             self._time_boot_ms(), system, component, MAV_FRAME_BODY_NED, VELOCITY_YAW_RATE_TYPE_MASK,
             0.0, 0.0, 0.0, vx, vy, vz, 0.0, 0.0, 0.0, 0.0, yaw_rate)
         self.setpoints_sent += 1
@@ -324,8 +329,8 @@ class MavlinkLink:
         if not self.config.allow_arming:
             raise CommandNotAllowed("arming/disarming is disabled (allow_arming: false)")
         system, component = self._target()
-        self._mav().command_long_send(system, component, mavlink.MAV_CMD_COMPONENT_ARM_DISARM, 0,
-                                      1.0 if arm else 0.0, 0, 0, 0, 0, 0, 0)
+        self._send("command_long", system, component, mavlink.MAV_CMD_COMPONENT_ARM_DISARM, 0,
+                   1.0 if arm else 0.0, 0, 0, 0, 0, 0, 0)
 
     def mode_name(self, purpose: str) -> str:
         """Mode name for 'hover', 'land', 'return' or 'offboard' on the connected autopilot."""
@@ -354,4 +359,4 @@ class MavlinkLink:
         else:
             raise MavlinkLinkError(f"mode changes need a PX4 or ArduPilot vehicle, heard: {family}")
         system, component = self._target()
-        self._mav().command_long_send(system, component, mavlink.MAV_CMD_DO_SET_MODE, 0, *params, 0, 0, 0, 0)
+        self._send("command_long", system, component, mavlink.MAV_CMD_DO_SET_MODE, 0, *params, 0, 0, 0, 0)

@@ -85,13 +85,20 @@ class MavlinkBridgeNode(Node):
         self.create_service(SetBool, "mavlink/arm", self.on_arm)
         self.create_service(Trigger, "mavlink/set_offboard", self.on_set_offboard)
         self.create_timer(1.0 / p["setpoint_rate_hz"], self.on_setpoint_timer)
-        self.create_timer(1.0 / p["heartbeat_rate_hz"], self.link.send_heartbeat)
+        self.create_timer(1.0 / p["heartbeat_rate_hz"], self.send_heartbeat)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
         self._published_state: tuple | None = None
-        self.link.send_heartbeat()  # lets a udpin autopilot learn our address at once
+        self.send_heartbeat()  # lets a udpin autopilot learn our address at once
         self.get_logger().info(f"MAVLink bridge on {p['connection']} at {p['setpoint_rate_hz']} Hz; "
                                f"arming {'ENABLED' if p['allow_arming'] else 'disabled'}, "
                                f"mode changes {'ENABLED' if p['allow_mode_change'] else 'disabled'}")
+
+    def send_heartbeat(self) -> None:
+        try:
+            self.link.send_heartbeat()
+        except MavlinkLinkError as exc:  # keep running: the failsafe reports the lost vehicle
+            self.loop.count("link_errors")
+            self.get_logger().error(f"MAVLink: {exc}", throttle_duration_sec=2.0)
 
     def on_cmd_vel(self, msg: TwistStamped) -> None:
         if msg.header.frame_id not in self.command_frames:
@@ -156,6 +163,9 @@ class MavlinkBridgeNode(Node):
                                      "arm" if request.data else "disarm")
 
     def on_set_offboard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self.link.config.allow_mode_change:
+            response.success, response.message = False, "offboard mode refused: allow_mode_change is false"
+            return response
         if not self.decision.stream:  # PX4 rejects offboard without a setpoint stream
             response.success, response.message = False, f"not streaming setpoints ({self.decision.message})"
             return response
