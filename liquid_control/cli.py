@@ -13,6 +13,8 @@ import sys
 # subcommand -> (module, one-line help). Keep sorted by the order users meet them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("liquid_control.commands.info", "versions, and parameter counts of a model file"),
+    "export": ("liquid_control.commands.export", "write policy.onnx and perception.onnx from a model file and verify them"),
+    "demo": ("liquid_control.commands.demo", "TEMPORARY deploy-path demo (export, verify, runtime latency); not yet a flight demo"),
     "expert": ("liquid_control.commands.expert", "fly the privileged expert on a scenario suite; success table, strip, video, plot"),
     "record": ("liquid_control.commands.record", "record topics into a rosbag2 MCAP bag, or repair a killed one"),
     "replay": ("liquid_control.commands.replay", "publish a bag's topics live with their original timing"),
