@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from liquid_control.simulation.episode import Episode, EpisodeConfig, Observation, command_limits
+from liquid_control.simulation.episode import Episode, EpisodeConfig, ExpertController, Observation, command_limits
 from liquid_control.simulation.scenario import Scenario, load_scenario, sample_episode
 
 ENV_SCENARIOS = {
@@ -70,6 +70,7 @@ class LiquidControlEnv(gym.Env):
         bound = command_limits(config.limits).astype(np.float32)
         self.action_space = spaces.Box(-bound, bound, dtype=np.float32)
         self._episode: Episode | None = None
+        self._expert = ExpertController(cam)
         self._image = np.zeros((cam.height, cam.width, 3), np.uint8)
         self._standoff = 1.0
         self._last_error = 0.0
@@ -105,7 +106,9 @@ class LiquidControlEnv(gym.Env):
         s = self.config.success
         self._standoff = (0.5 * (s.chase_min_m + s.chase_max_m) if self.scenario.task == "chase"
                           else 0.5 * (s.stop_min_m + s.stop_max_m))
+        self._image = np.zeros_like(self._image)  # nothing seen yet in this episode
         obs = self._episode.start()
+        self._expert.reset(self._episode.spec)
         self._last_obs = obs
         self._last_error = self._error(obs)
         self._last_visited = 0
@@ -141,6 +144,15 @@ class LiquidControlEnv(gym.Env):
         if status.done:
             info["metrics"] = self._episode.metrics
         return self._convert(self._last_obs), float(reward), terminated, truncated, info
+
+    def expert_action(self) -> np.ndarray:
+        """The privileged expert's command for the current step (float32, within the action space):
+        a label for imitation / DAgger while any other policy flies the env. Call at most once per step
+        (the expert remembers where it last saw the target)."""
+        if self._episode is None:
+            raise RuntimeError("call reset() before expert_action()")
+        return np.clip(self._expert.act(self._last_obs), self.action_space.low,
+                       self.action_space.high).astype(np.float32)
 
     def render(self):
         if self.render_mode == "rgb_array":
