@@ -93,18 +93,23 @@ class MavlinkBridgeNode(Node):
                                f"arming {'ENABLED' if p['allow_arming'] else 'disabled'}, "
                                f"mode changes {'ENABLED' if p['allow_mode_change'] else 'disabled'}")
 
-    def send_heartbeat(self) -> None:
+    def _guarded(self, action):
+        """Run one link operation; errors are logged and counted, the node keeps running (fail safe)."""
         try:
-            self.link.send_heartbeat()
-        except MavlinkLinkError as exc:  # keep running: the failsafe reports the lost vehicle
+            return action()
+        except (MavlinkLinkError, CommandNotAllowed, ValueError) as exc:
             self.loop.count("link_errors")
             self.get_logger().error(f"MAVLink: {exc}", throttle_duration_sec=2.0)
+            return None
+
+    def send_heartbeat(self) -> None:
+        self._guarded(self.link.send_heartbeat)
 
     def on_cmd_vel(self, msg: TwistStamped) -> None:
         if msg.header.frame_id not in self.command_frames:
             self.loop.count("wrong_frame_commands")
             self.get_logger().warning(f"cmd_vel in frame '{msg.header.frame_id}' ignored; expected body "
-                                   f"'{self.command_frames[1]}'", throttle_duration_sec=5.0)
+                                      f"'{self.command_frames[1]}'", throttle_duration_sec=5.0)
             return
         t = msg.twist
         self.failsafe.on_command(VelocityCommand(t.linear.x, t.linear.y, t.linear.z, t.angular.z),
@@ -122,19 +127,15 @@ class MavlinkBridgeNode(Node):
             self.loop.tick(now)
         else:
             self.loop.tick(info.actual_call_time.nanoseconds * 1e-9, info.expected_call_time.nanoseconds * 1e-9)
-        try:
-            if self.link.poll(now):
-                self.failsafe.on_vehicle_heartbeat(now)
-            self.decision = self.failsafe.step(now)
-            if self.decision.request_action is not None:
-                mode = self.link.mode_name(self.decision.request_action.value)
-                self.get_logger().error(f"{self.decision.message}: switching to {mode}")
-                self.link.send_mode(mode)
-            if self.decision.stream:
-                self.link.send_velocity(self.decision.setpoint)
-        except (MavlinkLinkError, CommandNotAllowed, ValueError) as exc:
-            self.loop.count("link_errors")
-            self.get_logger().error(f"MAVLink: {exc}", throttle_duration_sec=2.0)
+        # Each step guarded on its own: a failed mode request must not cost the setpoint.
+        if self._guarded(lambda: self.link.poll(now)):
+            self.failsafe.on_vehicle_heartbeat(now)
+        self.decision = self.failsafe.step(now)
+        if self.decision.stream:
+            self._guarded(lambda: self.link.send_velocity(self.decision.setpoint))
+        if self.decision.request_action is not None:
+            self.get_logger().error(f"{self.decision.message}")
+            self._guarded(lambda: self.link.send_mode(self.link.mode_name(self.decision.request_action.value)))
         self.publish_state(now)
 
     def publish_state(self, now: float) -> None:
