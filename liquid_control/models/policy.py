@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cfc import ACTIVATIONS, CfC, MODES
@@ -265,7 +266,8 @@ class PolicyModel(nn.Module):
         -> (command (B,4) [vx, vy, vz, yaw_rate] body FLU, new_state (B,S))."""
         x = (features - self.feature_mean) / self.feature_std
         y, new_state = self.core.step(x, state, timespan)
-        return self.readout(y) * self.command_scale, new_state
+        # F.linear rather than self.readout(...): skips module-call overhead on the deploy path.
+        return F.linear(y, self.readout.weight, self.readout.bias) * self.command_scale, new_state
 
     def forward(self, features: torch.Tensor, timespans: Optional[torch.Tensor] = None,
                 state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
