@@ -112,3 +112,22 @@ def test_masks_are_buffers_unlike_ncps():
     assert ref_params - ours_params == mask_elements
     assert all("mask" not in name for name, _ in ours.named_parameters())
     assert sum("head_mask" in name for name, _ in ours.named_buffers()) == 3
+
+
+@pytest.mark.parametrize("mode,wired", [("default", True), ("pure", True), ("no_gate", False)])
+def test_gradient_parity_with_ncps(mode, wired):
+    """Training uses our cell: its weight gradients must equal ncps's too."""
+    ref, ours = build_pair(mode, wired, backbone_layers=1, seed=4)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(BATCH, 20, FEATURES, generator=gen)
+    target = torch.randn(BATCH, 20, ref.output_size, generator=gen)
+    ((ref(x)[0] - target) ** 2).mean().backward()
+    ((ours(x)[0] - target) ** 2).mean().backward()
+    ref_cells = [getattr(ref.rnn_cell, f"layer_{i}") for i in range(3)] if wired else [ref.rnn_cell]
+    for ref_cell, cell in zip(ref_cells, ours.layers):
+        names = ["ff1"] if mode == "pure" else ["ff1", "ff2", "time_a", "time_b"]
+        ref_grad = torch.cat([getattr(ref_cell, n).weight.grad for n in names], dim=0)
+        assert (cell.head.weight.grad - ref_grad).abs().max() <= TOL
+        if mode == "pure":
+            assert (cell.w_tau.grad - ref_cell.w_tau.grad).abs().max() <= TOL
+            assert (cell.A.grad - ref_cell.A.grad).abs().max() <= TOL
