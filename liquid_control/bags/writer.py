@@ -83,6 +83,20 @@ def message_definition(msgtype: str) -> tuple[str, str]:
     return text, store.hash_rihs01(msgtype)
 
 
+def definition_hash(msgtype: str, msgdef: str) -> str:
+    """RIHS01 hash of a type given as ros2msg text (dependencies: in the text or standard types)."""
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    store = get_typestore(Stores.EMPTY)
+    try:
+        types = dict(standard_typestore().fielddefs)
+        types.update(get_types_from_msg(msgdef, msgtype))
+        store.register(types)
+        return store.hash_rihs01(msgtype)
+    except Exception as err:  # rosbags raises parser- and typesys-specific errors
+        raise BagError(f"invalid message definition for {msgtype!r}: {err}") from err
+
+
 @dataclass
 class BagWriterConfig:
     """How a bag is written.
@@ -217,13 +231,19 @@ class BagWriter:
     # -- topics and messages -------------------------------------------------
     def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence[dict[str, Any]] = (),
                   msgdef: str | None = None, type_hash: str = "") -> None:
-        """Declare a topic before writing to it. `msgdef` (ros2msg text) defaults to the standard type's."""
+        """Declare a topic before writing to it.
+
+        `msgdef` (ros2msg text) defaults to the standard type's; `type_hash` (RIHS01)
+        defaults to the hash of the definition.
+        """
         with self._lock:
             self._check_open()
             if topic in self._channels:
                 raise BagError(f"topic {topic!r} was already added to {self.bag_dir}")
             if msgdef is None:
                 msgdef, type_hash = message_definition(msgtype)
+            elif not type_hash:
+                type_hash = definition_hash(msgtype, msgdef)
             if msgtype not in self._schemas:
                 self._schemas[msgtype] = self._mcap.register_schema(msgtype, "ros2msg", msgdef.encode())
             qos = [dict(q) for q in offered_qos]
