@@ -16,6 +16,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -104,11 +105,11 @@ def declare_parameters_with_ranges(node: Node, specs: Iterable[ParamSpec]) -> di
     for spec in specs:
         try:
             parameter = node.declare_parameter(spec.name, spec.default, spec.descriptor())
-        except Exception as exc:  # rclpy raises several exception types for type/range violations
-            hint = ""
-            if isinstance(spec.default, float) and not isinstance(spec.default, bool):
-                hint = f" (it is a float: write {float(spec.default)!r}-style values, e.g. 20.0 not 20)"
+        except InvalidParameterTypeException as exc:
+            hint = " (floats need a decimal point in YAML: 20.0, not 20)" if isinstance(spec.default, float) else ""
             raise ParameterError(f"parameter '{spec.name}': {exc}{hint}") from None
+        except ParameterException as exc:  # out of range, read-only, ...
+            raise ParameterError(f"parameter '{spec.name}': {exc}") from None
         value = parameter.value
         if spec.choices and value not in spec.choices:
             raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {list(spec.choices)}")
