@@ -174,6 +174,8 @@ def test_streams_frd_setpoints_at_the_configured_rate_and_never_arms_by_default(
         beats = px4.events("heartbeat")
         assert beats and all(b["type"] == mavlink.MAV_TYPE_ONBOARD_CONTROLLER and b["component"] == 191
                              for b in beats)
+        in_window = [b for b in beats if start <= b["t"] < start + 1.5]
+        assert 5 <= len(in_window) <= 10, f"{len(in_window)} heartbeats in 1.5 s at heartbeat_rate_hz 5"
 
 
 @pytest.mark.parametrize("allow_mode_change", [False, True])
