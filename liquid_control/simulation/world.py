@@ -164,7 +164,7 @@ class SceneConfig:
         default_factory=lambda: SceneObject("sphere", (0.9, 0.1, 0.1), 0.5, (5.0, 0.0, 1.0), collides=False))
     distractors: Sequence[SceneObject] = ()
     obstacles: Sequence[Obstacle] = ()
-    fog_distance_m: float = 80.0  # ground fades into the horizon colour over this distance (hides aliasing)
+    fog_distance_m: float = 60.0  # ground at this distance is half horizon colour (hides aliasing far away)
 
     def __post_init__(self) -> None:
         for name, kind in (("distractors", SceneObject), ("obstacles", Obstacle)):
