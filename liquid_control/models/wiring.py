@@ -36,8 +36,6 @@ LAYER_NAMES = ("inter", "command", "motor")
 
 def _polarity_matrix(value: Any, shape: tuple[int, int], name: str) -> np.ndarray:
     matrix = np.asarray(value, dtype=np.int64)
-    if matrix.size == 0 and 0 in shape:
-        matrix = matrix.reshape(shape)
     if matrix.shape != shape:
         raise ValueError(f"wiring: {name} has shape {matrix.shape}, expected {shape}")
     if not np.isin(matrix, (-1, 0, 1)).all():
