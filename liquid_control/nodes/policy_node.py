@@ -1,0 +1,156 @@
+"""ROS 2 node: stamped features -> CfC policy at a fixed rate -> cmd_vel (body FLU).
+
+Subscribes `features` (sensor_msgs/Image 1xN 32FC1 from the perception node,
+sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
+frame_id `base_link`, reliable depth 1) on every timer tick and `/diagnostics`;
+serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
+
+The loop logic (liquid_control.policy_loop) steps the network only on a new feature
+frame and otherwise holds the last command; timespans come from feature stamps.
+Safety semantics: no new features for `watchdog_timeout_s` -> zero velocity (hover)
+and ERROR on /diagnostics, hidden state reset when features return; a failed or
+non-finite step -> hover; outputs beyond the limits -> clamped (or hover with
+`out_of_range:=hover`); malformed feature messages are counted and ignored.
+"""
+# No `from __future__ import annotations`: rclpy finds the TimerInfo argument of a timer callback
+# by comparing the real annotation object.
+import sys
+
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
+
+try:
+    from rclpy.timer import TimerInfo  # Kilted and later: expected vs actual call time
+except ImportError:  # older rclpy: lateness against previous tick + period
+    TimerInfo = None
+
+from liquid_control.feature_codec import features_from_payload
+from liquid_control.model_source import load_runtime, runtime_options
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos,
+                                         declare_parameters_with_ranges, make_status, now_seconds, sensor_qos,
+                                         spin_node, stamp_to_seconds)
+from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
+from liquid_control.runtime import BACKENDS, PolicyRuntime
+from liquid_control.timing import LatenessWindow, LoopTiming
+
+PARAMETERS = [
+    ParamSpec("model_path", "", "model file (.safetensors) or policy ONNX export; empty: the shipped "
+              "models/default_cfc.safetensors", read_only=True),
+    ParamSpec("backend", "auto", "inference backend", choices=BACKENDS, read_only=True),
+    ParamSpec("providers", "", "onnxruntime providers, comma separated (cpu, cuda, tensorrt or full names); "
+              "empty: best available", read_only=True),
+    ParamSpec("threads", 1, "inference threads", 1, 64, read_only=True),
+    ParamSpec("fp16", False, "FP16 where the provider supports it (TensorRT)", read_only=True),
+    ParamSpec("rate_hz", 30.0, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
+              read_only=True),
+    ParamSpec("watchdog_timeout_s", 0.5, "no new features for this long -> hover + ERROR (s)", 0.02, 10.0,
+              read_only=True),
+    ParamSpec("min_timespan", 0.25, "lower clip of the CfC timespan (nominal frame periods)", 0.0, 10.0,
+              read_only=True),
+    ParamSpec("max_timespan", 4.0, "upper clip of the CfC timespan (nominal frame periods)", 0.1, 100.0,
+              read_only=True),
+    ParamSpec("max_speed_xy_mps", 2.0, "limit on |vx| and |vy| (m/s)", 0.0, 20.0, read_only=True),
+    ParamSpec("max_speed_z_mps", 1.0, "limit on |vz| (m/s)", 0.0, 10.0, read_only=True),
+    ParamSpec("max_yaw_rate_radps", 1.5, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
+    ParamSpec("out_of_range", "clamp", "outputs beyond the limits: clamp per axis, or hover",
+              choices=OUT_OF_RANGE_ACTIONS, read_only=True),
+    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
+    ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0, read_only=True),
+]
+
+
+class PolicyNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("policy", **node_kwargs)
+        p = declare_parameters_with_ranges(self, PARAMETERS)
+        self.runtime = load_runtime(PolicyRuntime, p["model_path"],
+                                    runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        self.loop = PolicyLoop(PolicyLoopConfig(
+            frame_period_s=self.runtime.frame_period_s, min_timespan=p["min_timespan"],
+            max_timespan=p["max_timespan"], watchdog_timeout_s=p["watchdog_timeout_s"],
+            max_speed_xy_mps=p["max_speed_xy_mps"], max_speed_z_mps=p["max_speed_z_mps"],
+            max_yaw_rate_radps=p["max_yaw_rate_radps"], out_of_range=p["out_of_range"]),
+            self.runtime.step, self.runtime.reset, self.runtime.feature_size)
+        self.period_s = 1.0 / p["rate_hz"]
+        self.frame_id = p["command_frame_id"]
+        self.timing = LoopTiming(self.period_s)
+        self.inference = LatenessWindow()  # reused as a rolling p50/p99/max window (ms out)
+        self.latency = LatenessWindow()  # feature (image) stamp -> command publish
+        self.bad_inputs = 0
+        self.last_error = ""
+        self.last_expected_s = None
+        self.result = None
+        self.publisher = self.create_publisher(TwistStamped, "cmd_vel", command_qos())
+        self.create_subscription(Image, "features", self.on_features, sensor_qos(1))
+        self.create_service(Trigger, "policy/reset", self.on_reset)
+        self.diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(self.period_s, self.on_timer)
+        self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
+        self.get_logger().info(f"policy: {self.runtime.source} on {self.runtime.backend} at {p['rate_hz']} Hz, "
+                               f"nominal frame period {self.runtime.frame_period_s * 1e3:.1f} ms")
+
+    def on_features(self, msg: Image) -> None:
+        try:
+            features = features_from_payload(msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian),
+                                             msg.data, self.runtime.feature_size)
+        except ValueError as error:
+            self.bad_inputs += 1
+            self.last_error = str(error)
+            self.get_logger().error(f"bad features ignored: {error}", throttle_duration_sec=1.0)
+            return
+        self.loop.on_features(stamp_to_seconds(msg.header.stamp), features, now_seconds(self))
+
+    def on_timer(self, info: TimerInfo = None) -> None:
+        now = now_seconds(self)
+        if info is None:
+            self.timing.tick(now)
+        else:
+            expected = info.expected_call_time.nanoseconds * 1e-9
+            if self.last_expected_s is not None:  # rcl skips whole periods when a callback runs that late
+                missed = round((expected - self.last_expected_s) / self.period_s) - 1
+                if missed > 0:
+                    self.timing.count("missed_ticks", missed)
+            self.last_expected_s = expected
+            self.timing.tick(info.actual_call_time.nanoseconds * 1e-9, expected)
+        result = self.loop.tick(now)
+        self.result = result
+        msg = TwistStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.frame_id
+        vx, vy, vz, yaw_rate = (float(v) for v in result.command)
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = vx, vy, vz, yaw_rate
+        self.publisher.publish(msg)
+        if result.stepped:
+            self.inference.add(result.inference_s)
+            self.latency.add(now_seconds(self) - result.feature_stamp_s)
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.loop.reset_state()
+        response.success, response.message = True, "policy hidden state reset"
+        return response
+
+    def publish_diagnostics(self) -> None:
+        now = now_seconds(self)
+        inference, latency = self.inference.summary(), self.latency.summary()
+        values = {**self.timing.summary(now), "inference_p50_ms": inference.p50_ms,
+                  "inference_p99_ms": inference.p99_ms, "inference_max_ms": inference.max_ms,
+                  "capture_to_command_p50_ms": latency.p50_ms, "capture_to_command_p99_ms": latency.p99_ms,
+                  "capture_to_command_max_ms": latency.max_ms, "bad_inputs": self.bad_inputs,
+                  **self.loop.counters, "backend": self.runtime.backend, "last_error": self.last_error}
+        result = self.result
+        if result is None:
+            self.diagnostics.publish(make_status("policy", 1, "control loop not started yet", values))
+            return
+        if result.timespan == result.timespan:  # not NaN
+            values["last_timespan"] = result.timespan
+        self.diagnostics.publish(make_status("policy", result.level, result.message, values))
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
