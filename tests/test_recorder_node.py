@@ -12,6 +12,7 @@ from liquid_control.bags.reader import BagReader
 from liquid_control.bags.writer import mcap_has_footer, repair_bag
 
 rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -30,39 +31,81 @@ def ros():
     rclpy.try_shutdown()
 
 
+class RecorderCounts:
+    """What the recorder says it received, from its 1 Hz /diagnostics (proof of delivery across processes).
+
+    Waiting on this instead of a fixed sleep matters on a loaded machine: a reliable
+    publisher can see the recorder's subscription long before the recorder has
+    discovered the publisher and taken its messages.
+    """
+
+    def __init__(self, node) -> None:
+        self.counts: dict[str, int] = {}
+        self.node = node
+        self.subscription = node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
+
+    def on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name == "recorder":
+                for item in status.values:
+                    if item.key.startswith("messages "):
+                        self.counts[item.key[len("messages "):]] = int(item.value)
+
+    def close(self) -> None:
+        self.node.destroy_subscription(self.subscription)
+
+
 def start_recorder(tmp_path, bag, topic: str, *extra: str):
     return bf.cli_process("record", "-o", str(bag), "--topics", topic, "--types", f"{topic}:={bf.TWIST_STAMPED}",
                           *extra, log_path=tmp_path / f"{bag.name}.log")
 
 
-def publish_numbered(publisher, count: int | None, duration_s: float | None, period_s: float) -> list[float]:
-    """Publish TwistStamped with linear.x = 0, 1, 2, ...; returns each message's monotonic send time."""
-    sent: list[float] = []
-    end = time.monotonic() + (duration_s or 1e9)
-    while (count is None or len(sent) < count) and time.monotonic() < end:
-        msg = TwistStamped()
-        msg.twist.linear.x = float(len(sent))
-        publisher.publish(msg)
-        sent.append(time.monotonic())
-        time.sleep(period_s)
-    return sent
+class NumberedPublisher:
+    """Publishes TwistStamped with linear.x = 0, 1, 2, ... and remembers when each went out."""
+
+    def __init__(self, node, topic: str) -> None:
+        self.node = node
+        self.publisher = node.create_publisher(TwistStamped, topic, 100)
+        self.sent: list[float] = []  # monotonic send time of message i
+
+    def publish(self, count: int, period_s: float = 0.01) -> None:
+        for _ in range(count):
+            msg = TwistStamped()
+            msg.twist.linear.x = float(len(self.sent))
+            self.publisher.publish(msg)
+            self.sent.append(time.monotonic())
+            time.sleep(period_s)
+
+    def close(self) -> None:
+        self.node.destroy_publisher(self.publisher)
 
 
 def test_sigkill_keeps_everything_up_to_the_last_second(tmp_path, ros):
     bag = tmp_path / "killed"
     topic = TOPIC + "_killed"
     process = start_recorder(tmp_path, bag, topic)
+    counts = RecorderCounts(ros)
+    publisher = NumberedPublisher(ros, topic)
     try:
-        publisher = ros.create_publisher(TwistStamped, topic, 100)
-        assert bf.wait_until(lambda: publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S), \
-            (tmp_path / "killed.log").read_text()
-        sent = publish_numbered(publisher, None, duration_s=2.5, period_s=0.02)
-        kill_time = time.monotonic()
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        with bf.Spinner(ros):
+            assert bf.wait_until(lambda: publisher.publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S), \
+                (tmp_path / "killed.log").read_text()
+            # Publish until the recorder reports receiving, then 2.5 s more, then kill it.
+            start = time.monotonic()
+            while counts.counts.get(topic, 0) == 0 and time.monotonic() - start < DISCOVERY_TIMEOUT_S:
+                publisher.publish(5, period_s=0.02)
+            assert counts.counts.get(topic, 0) > 0, (tmp_path / "killed.log").read_text()
+            end = time.monotonic() + 2.5
+            while time.monotonic() < end:
+                publisher.publish(5, period_s=0.02)
+            kill_time = time.monotonic()
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
     finally:
         bf.stop_process(process)
-        ros.destroy_publisher(publisher)
+        counts.close()
+        publisher.close()
+    sent = publisher.sent
     mcap = next(bag.glob("*.mcap"))
     assert not mcap_has_footer(mcap)  # killed: no summary was written
     metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
@@ -90,17 +133,23 @@ def test_sigkill_keeps_everything_up_to_the_last_second(tmp_path, ros):
 def test_signal_closes_the_bag_cleanly(tmp_path, ros, signum):
     bag = tmp_path / f"closed_{signum.name}"
     topic = f"{TOPIC}_{signum.name.lower()}"
-    process = start_recorder(tmp_path, bag, topic, "--compress")
+    # Flush period far beyond the test: only the close on the signal can write the messages.
+    process = start_recorder(tmp_path, bag, topic, "--compress", "--flush-period", "10")
+    counts = RecorderCounts(ros)
+    publisher = NumberedPublisher(ros, topic)
     try:
-        publisher = ros.create_publisher(TwistStamped, topic, 100)
-        assert bf.wait_until(lambda: publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S)
-        publish_numbered(publisher, 30, None, period_s=0.01)
-        time.sleep(0.5)  # let the last messages arrive
-        process.send_signal(signum)
-        assert process.wait(timeout=15) == 0
+        with bf.Spinner(ros):
+            assert bf.wait_until(lambda: publisher.publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S)
+            publisher.publish(30)
+            assert bf.wait_until(lambda: counts.counts.get(topic) == 30, DISCOVERY_TIMEOUT_S), counts.counts
+            assert yaml.safe_load((bag / "metadata.yaml").read_text())[
+                "rosbag2_bagfile_information"]["message_count"] == 0  # nothing flushed yet
+            process.send_signal(signum)
+            assert process.wait(timeout=15) == 0
     finally:
         bf.stop_process(process)
-        ros.destroy_publisher(publisher)
+        counts.close()
+        publisher.close()
     mcap = next(bag.glob("*.mcap"))
     assert mcap_has_footer(mcap)
     metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
