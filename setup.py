@@ -22,6 +22,9 @@ NODES = {
     "mavlink_bridge_node": "liquid_control.nodes.mavlink_bridge_node:main",
     "recorder_node": "liquid_control.nodes.recorder_node:main",
     "bag_player_node": "liquid_control.nodes.bag_player_node:main",
+    "sim_node": "liquid_control.nodes.sim_node:main",
+    "perception_node": "liquid_control.nodes.perception_node:main",
+    "policy_node": "liquid_control.nodes.policy_node:main",
 }
 
 setup(
