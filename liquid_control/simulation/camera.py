@@ -119,6 +119,9 @@ class RayCastRenderer:
         self._rays_optical = optical.astype(np.float32).reshape(3, h * w)  # unit rays, planar
         self._optical_z = self._rays_optical[2].reshape(h, w).copy()  # cos(angle to the axis): ray length -> depth
         self.objects: list[SceneObject] = scene.primitives()
+        # Per-object float32 arrays, made once (numpy call overhead dominates for small windows).
+        self._centres = [np.asarray(item.position, np.float32).reshape(3, 1, 1) for item in self.objects]
+        self._albedos = [np.asarray(item.colour, np.float32).reshape(3, 1) for item in self.objects]
         light = np.asarray(scene.light.direction, dtype=np.float64)
         self._to_light = (-light / np.linalg.norm(light)).astype(np.float32)
         ground_shade = scene.light.ambient + scene.light.strength * max(0.0, float(self._to_light[2]))
@@ -145,6 +148,7 @@ class RayCastRenderer:
         """Move primitive `index` (0 = the target when the scene has one)."""
         item = self.objects[index]
         self.objects[index] = SceneObject(item.shape, item.colour, item.size_m, tuple(position), item.collides)
+        self._centres[index] = np.asarray(self.objects[index].position, np.float32).reshape(3, 1, 1)
 
     # ------------------------------------------------------------------ rendering
     def render(self, position, rotation) -> tuple[np.ndarray, np.ndarray | None]:
@@ -160,13 +164,14 @@ class RayCastRenderer:
         light = self.scene.light
         optical_from_world = world_from_optical.T.tolist()
         lens_list = lens.tolist()
-        for item in self.objects:
+        origin_column = origin.reshape(3, 1, 1)
+        for item, centre, albedo in zip(self.objects, self._centres, self._albedos):
             window = self._window(item, lens_list, optical_from_world)
             if window is None:
                 continue
             v0, v1, u0, u1 = window
             sub = rays[:, v0:v1, u0:u1]
-            t = _intersect(item, sub, origin.reshape(3, 1, 1))
+            t = _intersect(item, sub, origin_column - centre)
             if t is None:
                 continue
             dist_view = dist[v0:v1, u0:u1]
@@ -174,10 +179,10 @@ class RayCastRenderer:
             if not closer.any():
                 continue
             t_hit = t[closer]
-            points = origin[:, None] + t_hit * sub[:, closer]  # (3, n)
-            shade = light.ambient + light.strength * np.maximum(self._to_light @ _normals(item, points), 0.0)
+            local = (origin - centre[:, 0, 0])[:, None] + t_hit * sub[:, closer]  # (3, n) hit points - centre
+            shade = light.ambient + light.strength * np.maximum(self._to_light @ _normals(item, local), 0.0)
             colour_view = colour[:, v0:v1, u0:u1]
-            colour_view[:, closer] = np.minimum(np.asarray(item.colour, np.float32)[:, None] * shade, 1.0)
+            colour_view[:, closer] = np.minimum(albedo * shade, 1.0)
             dist_view[closer] = t_hit
         if self.cfg.shadows:
             self._shadows(colour, rays, origin, dist)
@@ -277,17 +282,19 @@ class RayCastRenderer:
             return 0, h, 0, w  # straddles the image plane: test every pixel
         k = self.K
         fx, fy, px, py = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
-        u_lo = v_lo = math.inf
-        u_hi = v_hi = -math.inf
-        for sx in (-hx, hx):
-            for sy in (-hy, hy):
-                for sz in (-hz, hz):
-                    x = x0 + r0[0] * sx + r0[1] * sy + r0[2] * sz
-                    y = y0 + r1[0] * sx + r1[1] * sy + r1[2] * sz
-                    z = z0 + r2[0] * sx + r2[1] * sy + r2[2] * sz
-                    u, v = x / z, y / z
-                    u_lo, u_hi = min(u_lo, u), max(u_hi, u)
-                    v_lo, v_hi = min(v_lo, v), max(v_hi, v)
+        # Optical-frame half-axis vectors of the box; corners = centre +- a +- b +- c.
+        ax, ay, az = r0[0] * hx, r1[0] * hx, r2[0] * hx
+        bx, by, bz = r0[1] * hy, r1[1] * hy, r2[1] * hy
+        cx_, cy_, cz_ = r0[2] * hz, r1[2] * hz, r2[2] * hz
+        us, vs = [], []
+        for sa in (-1.0, 1.0):
+            pa = (x0 + sa * ax, y0 + sa * ay, z0 + sa * az)
+            for sb in (-1.0, 1.0):
+                qx, qy, qz = pa[0] + sb * bx, pa[1] + sb * by, pa[2] + sb * bz
+                for x, y, z in ((qx - cx_, qy - cy_, qz - cz_), (qx + cx_, qy + cy_, qz + cz_)):
+                    us.append(x / z)
+                    vs.append(y / z)
+        u_lo, u_hi, v_lo, v_hi = min(us), max(us), min(vs), max(vs)
         u0, u1 = max(int(math.floor(fx * u_lo + px)), 0), min(int(math.ceil(fx * u_hi + px)) + 1, w)
         v0, v1 = max(int(math.floor(fy * v_lo + py)), 0), min(int(math.ceil(fy * v_hi + py)) + 1, h)
         if u0 >= u1 or v0 >= v1:
@@ -302,8 +309,8 @@ class RayCastRenderer:
         points = origin[:, None] + dist[ground] * rays[:, ground]  # (3, n) ground points
         to_light = np.broadcast_to(self._to_light[:, None], points.shape)
         blocked = np.zeros(points.shape[1], bool)
-        for item in self.objects:
-            t = _intersect(item, to_light, points)
+        for centre, item in zip(self._centres, self.objects):
+            t = _intersect(item, to_light, points - centre[:, :, 0])
             if t is not None:
                 blocked |= np.isfinite(t)
         if blocked.any():
@@ -315,13 +322,12 @@ class RayCastRenderer:
             colour[:, ground] = shaded
 
 
-def _intersect(item: SceneObject, rays: np.ndarray, origin: np.ndarray) -> np.ndarray | None:
-    """Distances along unit rays (3, ...) from origin (3, ...) (broadcastable) to the item; inf where missed.
+def _intersect(item: SceneObject, rays: np.ndarray, oc: np.ndarray) -> np.ndarray | None:
+    """Distances along unit rays (3, ...) to the item; inf where missed. oc: ray origins minus the item's
+    centre, (3, ...) broadcastable against rays.
 
     Returns None when no ray hits. Rays starting inside an item see its far side.
     """
-    centre = np.asarray(item.position, np.float32).reshape((3,) + (1,) * (origin.ndim - 1))
-    oc = origin - centre
     ox, oy, oz = oc[0], oc[1], oc[2]
     dx, dy, dz = rays[0], rays[1], rays[2]
     sx, sy, sz = item.size_m  # type: ignore[misc]
@@ -367,9 +373,8 @@ def _intersect(item: SceneObject, rays: np.ndarray, origin: np.ndarray) -> np.nd
         return np.where(hit, t, np.float32(np.inf)).astype(np.float32)
 
 
-def _normals(item: SceneObject, points: np.ndarray) -> np.ndarray:
-    """Outward unit normals (3, n) at surface points (3, n) of the item."""
-    local = points - np.asarray(item.position, np.float32)[:, None]
+def _normals(item: SceneObject, local: np.ndarray) -> np.ndarray:
+    """Outward unit normals (3, n) at surface points (3, n) of the item, given relative to its centre."""
     sx, sy, sz = item.size_m  # type: ignore[misc]
     if item.shape == "sphere":
         return local / np.float32(sx / 2.0)
