@@ -142,3 +142,31 @@ def test_read_metadata_rejects_foreign_missing_and_future_files(tmp_path):
     onnx.save(foreign, str(tmp_path / "future.onnx"))
     with pytest.raises(export.ExportError, match="version '999' is not supported"):
         export.read_metadata(tmp_path / "future.onnx")
+
+
+@pytest.mark.parametrize("name", ["cfc_ncp_default", "cfc_ncp_pure", "cfc_dense_no_backbone"])
+def test_folded_cfc_graph_equals_the_plain_export_with_fewer_nodes(name, exported, tmp_path):
+    """CfC policies without backbone export in the folded deploy form (normalisation, masks and
+    command scale folded into weights); it computes what the plain PolicyModel.step graph does."""
+    import onnxruntime as ort
+
+    model, folded_path = exported(name)
+    plain_path = export.export_policy(model, tmp_path / "plain.onnx", fold=False)
+    assert export.read_metadata(folded_path)["graph_form"] == "folded"
+    assert export.read_metadata(plain_path)["graph_form"] == "plain"
+    assert export.verify_policy(model, plain_path) <= 1e-5
+    nodes = {path: len(onnx.load(str(path)).graph.node) for path in (folded_path, plain_path)}
+    assert nodes[folded_path] < nodes[plain_path]
+    rng = np.random.default_rng(9)
+    feed = {"features": rng.normal(size=(4, model.config.feature_size)).astype(np.float32) * 3,
+            "state": rng.uniform(-1, 1, (4, model.state_size)).astype(np.float32),
+            "timespan": rng.uniform(0.1, 3.0, (4, 1)).astype(np.float32)}
+    folded, plain = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)
+                     for p in (folded_path, plain_path))
+    for a, b in zip(folded, plain):
+        assert np.abs(a - b).max() <= 1e-5
+
+
+def test_discrete_baselines_and_backbone_cfc_export_plain(exported):
+    for name in ("lstm", "cfc_dense_default"):
+        assert export.read_metadata(exported(name)[1])["graph_form"] == "plain"
