@@ -164,14 +164,14 @@ class RayCastRenderer:
         light = self.scene.light
         optical_from_world = world_from_optical.T.tolist()
         lens_list = lens.tolist()
-        origin_column = origin.reshape(3, 1, 1)
         for item, centre, albedo in zip(self.objects, self._centres, self._albedos):
             window = self._window(item, lens_list, optical_from_world)
             if window is None:
                 continue
             v0, v1, u0, u1 = window
             sub = rays[:, v0:v1, u0:u1]
-            t = _intersect(item, sub, origin_column - centre)
+            px, py, pz = item.position  # type: ignore[misc]
+            t = _intersect(item, sub, (lens_list[0] - px, lens_list[1] - py, lens_list[2] - pz))
             if t is None:
                 continue
             dist_view = dist[v0:v1, u0:u1]
@@ -322,55 +322,65 @@ class RayCastRenderer:
             colour[:, ground] = shaded
 
 
-def _intersect(item: SceneObject, rays: np.ndarray, oc: np.ndarray) -> np.ndarray | None:
-    """Distances along unit rays (3, ...) to the item; inf where missed. oc: ray origins minus the item's
-    centre, (3, ...) broadcastable against rays.
+def _intersect(item: SceneObject, rays: np.ndarray, oc) -> np.ndarray | None:
+    """Distances along unit rays (3, ...) to the item; inf where missed.
 
+    oc: ray origins minus the item's centre: 3 floats (one origin, the camera: the fast path, since
+    every origin-only term is then a Python scalar) or an array (3, ...) broadcastable against rays.
     Returns None when no ray hits. Rays starting inside an item see its far side.
     """
+    single = isinstance(oc, tuple)
     ox, oy, oz = oc[0], oc[1], oc[2]
     dx, dy, dz = rays[0], rays[1], rays[2]
     sx, sy, sz = item.size_m  # type: ignore[misc]
+    near = np.float32(NEAR_M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if item.shape == "sphere":
-            radius = np.float32(sx / 2.0)
+            radius = sx / 2.0
             b = dx * ox + dy * oy + dz * oz
             disc = b * b - (ox * ox + oy * oy + oz * oz - radius * radius)
             hit = disc >= 0.0
             if not hit.any():
                 return None
-            root = np.sqrt(np.where(hit, disc, np.float32(0.0)))
-            t = -b - root
-            t = np.where(t > NEAR_M, t, root - b)  # inside the sphere: exit point
-            hit &= t > NEAR_M
+            root = np.sqrt(np.maximum(disc, 0.0))
+            if single and ox * ox + oy * oy + oz * oz > radius * radius:
+                t = -b - root  # outside: entry point
+            else:
+                t = -b - root
+                t = np.where(t > near, t, root - b)  # inside the sphere: exit point
+            hit &= t > near
         elif item.shape == "box":
             t_near, t_far = None, None
             for o, d, half in ((ox, dx, sx / 2.0), (oy, dy, sy / 2.0), (oz, dz, sz / 2.0)):
                 inv = 1.0 / d  # +-inf on axis-parallel rays: the slab test still works
-                t1 = (np.float32(-half) - o) * inv
-                t2 = (np.float32(half) - o) * inv
+                t1 = (-half - o) * inv
+                t2 = (half - o) * inv
                 lo, hi = np.fmin(t1, t2), np.fmax(t1, t2)
                 t_near = lo if t_near is None else np.fmax(t_near, lo)
                 t_far = hi if t_far is None else np.fmin(t_far, hi)
-            t = np.where(t_near > NEAR_M, t_near, t_far)
-            hit = (t_far >= t_near) & (t > NEAR_M)
+            t = np.where(t_near > near, t_near, t_far)
+            hit = (t_far >= t_near) & (t > near)
         else:  # vertical cylinder
-            radius = np.float32(sx / 2.0)
-            half_h = np.float32(sz / 2.0)
+            radius = sx / 2.0
+            half_h = sz / 2.0
             a = dx * dx + dy * dy
             b = dx * ox + dy * oy
             disc = b * b - a * (ox * ox + oy * oy - radius * radius)
             t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-            side = (disc >= 0.0) & (t_side > NEAR_M) & (np.abs(oz + t_side * dz) <= half_h)
-            # Caps: top (z = +h/2) seen from above, bottom (z = -h/2) from below.
-            t_cap = (np.where(dz < 0.0, half_h, -half_h) - oz) / dz
-            cx, cy = ox + t_cap * dx, oy + t_cap * dy
-            cap = (t_cap > NEAR_M) & (cx * cx + cy * cy <= radius * radius)
-            t = np.minimum(np.where(side, t_side, np.inf), np.where(cap, t_cap, np.inf))
-            hit = side | cap
+            hit = (disc >= 0.0) & (t_side > near) & (np.abs(oz + t_side * dz) <= half_h)
+            t = t_side
+            # Caps: the top (z = +h/2) is seen from above, the bottom from below. From a single
+            # origin between the two planes no cap can be seen from outside: skip the work.
+            if not single or abs(oz) > half_h:
+                cap_z = (half_h if oz > half_h else -half_h) if single else np.where(dz < 0.0, half_h, -half_h)
+                t_cap = (cap_z - oz) / dz
+                cx, cy = ox + t_cap * dx, oy + t_cap * dy
+                cap = (t_cap > near) & (cx * cx + cy * cy <= radius * radius)
+                t = np.minimum(np.where(hit, t_side, np.inf), np.where(cap, t_cap, np.inf))
+                hit |= cap
         if not hit.any():
             return None
-        return np.where(hit, t, np.float32(np.inf)).astype(np.float32)
+        return np.where(hit, t, np.float32(np.inf)).astype(np.float32, copy=False)
 
 
 def _normals(item: SceneObject, local: np.ndarray) -> np.ndarray:
