@@ -19,6 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "record": ("liquid_control.commands.record", "record topics into a rosbag2 MCAP bag, or repair a killed one"),
     "replay": ("liquid_control.commands.replay", "publish a bag's topics live with their original timing"),
     "evaluate-bag": ("liquid_control.commands.evaluate_bag", "run perception + policy over a bag, compare commands"),
+    "collect": ("liquid_control.commands.collect", "fly the expert (with perturbations) on a suite and store training shards"),
+    "train": ("liquid_control.commands.train", "train perception + policy by imitation from a YAML recipe"),
+    "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
 }
 
 

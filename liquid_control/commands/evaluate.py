@@ -1,0 +1,69 @@
+"""`liquid-control evaluate`: fly a model file closed loop on scenario suites and report success.
+
+    liquid-control evaluate --model M --suite S [--suite S2 ...] [--episodes N] [--workers W] [--seed S]
+                            [--json OUT] [--markdown OUT] [--plots DIR] [--backend auto|onnxruntime|torch]
+
+Images -> perception -> policy -> flight controller, one step at a time through the
+deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
+a scenario uses seed S + k. Prints the Markdown table; --json keeps every episode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="model file (.safetensors) with perception + policy")
+    parser.add_argument("--suite", action="append", default=None,
+                        help="suite name or path; repeat for several (default: train)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per scenario (default: the suite's)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of each scenario (default 0)")
+    parser.add_argument("--duration", type=float, default=None, help="override episode length (s)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch"),
+                        help="inference runtime (default auto: onnxruntime when installed)")
+    parser.add_argument("--json", type=Path, help="write the report and every episode's metrics (JSON)")
+    parser.add_argument("--markdown", type=Path, help="write the summary table (Markdown)")
+    parser.add_argument("--plots", type=Path, help="directory for per-episode top-down trajectory plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _finite(value):
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from liquid_control.learning.evaluate import evaluate_suites
+    from liquid_control.models.model_file import ModelFileError
+    from liquid_control.simulation.scenario import ScenarioError
+
+    try:
+        report = evaluate_suites(args.model, args.suite or ["train"], episodes=args.episodes, workers=args.workers,
+                                 base_seed=args.seed, duration_s=args.duration, plots_dir=args.plots,
+                                 backend=args.backend, progress=not args.no_progress)
+    except (ModelFileError, ScenarioError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = report.markdown()
+    print(table, end="")
+    print(f"({len(report.episodes)} episodes in {report.wall_s:.0f} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_finite(report.to_dict()), indent=1))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+    if args.plots:
+        print(f"trajectory plots in {args.plots}")
+    return 0

@@ -1,0 +1,43 @@
+"""`liquid-control train`: train perception + policy by imitation from a YAML recipe.
+
+    liquid-control train --config config/train_cfc.yaml [--set optim.epochs=2 ...] [--no-progress]
+
+See liquid_control/learning/train.py for the recipe keys and what is written where.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="training recipe (YAML), e.g. config/train_cfc.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe entry, e.g. --set optim.epochs=2 (value parsed as YAML)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from liquid_control.learning.dataset import DatasetError
+    from liquid_control.learning.train import ConfigError, load_config, train
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        config = load_config(args.config, overrides)
+        result = train(config, progress=not args.no_progress)
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"trained {config.name}: best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch} "
+          f"of {result.epochs_run}; {result.wall_s / 60:.1f} min; model {result.model_path}; "
+          f"log {Path(config.output.run_dir) / 'train_log.csv'}")
+    return 0

@@ -1,0 +1,184 @@
+"""Data collection: fly the expert (plain, perturbed, or a learned policy for DAgger) and store shards.
+
+Every episode goes through `simulation.episode.run_episode`, the same loop evaluation uses.
+Recoveries: in a *perturbed* episode the flown command is the expert's plus exploration
+noise (`PerturbedController`), while the stored label is the clean expert command computed
+from the same observation, so the data shows how to get back on track (DAgger-style
+relabelling). In a *DAgger* episode a learned policy flies (closed loop, as deployed) and
+the expert labels every step.
+
+Episode k of a scenario uses seed ``base_seed + k``; whether it is perturbed is drawn from
+that seed, so a re-run produces the same data set, and `collect` skips episodes whose shard
+already exists (resume after a crash or Ctrl-C).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from liquid_control.learning.dataset import EpisodeData, list_shards, shard_name, write_shard
+from liquid_control.simulation.expert import PerturbationConfig
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """How episodes are collected.
+
+    height, width: stored image size (pixels) = the perception input size of the model to train.
+    perturbed_fraction: share of episodes flown with exploration noise (the rest: clean expert).
+    perturbation: the noise (see simulation.expert.PerturbationConfig).
+    duration_s: override the scenarios' episode length (None: the scenario's).
+    policy_path: a model file; when set, the policy flies (DAgger) and the expert only labels.
+    """
+
+    height: int = 48
+    width: int = 64
+    perturbed_fraction: float = 0.7
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    duration_s: float | None = None
+    policy_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"CollectConfig: image size must be positive, got {self.height}x{self.width}")
+        if not 0.0 <= self.perturbed_fraction <= 1.0:
+            raise ValueError(f"CollectConfig: perturbed_fraction must be in [0, 1], got {self.perturbed_fraction}")
+
+
+def is_perturbed(seed: int, fraction: float) -> bool:
+    """Whether episode `seed` is flown with exploration noise (a deterministic draw from the seed)."""
+    return bool(np.random.default_rng([int(seed), 0xC011EC7]).random() < fraction)
+
+
+def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectConfig()) -> EpisodeData:
+    """Fly one episode and return it as training data (one row per delivered frame)."""
+    from liquid_control.simulation.episode import EpisodeConfig, ExpertController, PerturbedController, run_episode
+
+    episode_config = EpisodeConfig(render=True, keep_frames=True, duration_s=config.duration_s)
+    labeller = None
+    if config.policy_path is not None:
+        from liquid_control.learning.evaluate import PolicyController
+
+        controller: Any = PolicyController(config.policy_path)
+        labeller = ExpertController(episode_config.camera)
+        mode = "dagger"
+    elif is_perturbed(seed, config.perturbed_fraction):
+        controller = PerturbedController(ExpertController(episode_config.camera), config.perturbation,
+                                         control_hz=episode_config.control_hz)
+        labeller = ExpertController(episode_config.camera)
+        mode = "perturbed"
+    else:
+        controller = ExpertController(episode_config.camera)
+        mode = "expert"
+    result = run_episode((scenario, seed), controller, labeller, episode_config)
+    labels = result.labels if result.labels is not None else result.commands
+    rows, last_capture = [], -np.inf
+    for k, frame in enumerate(result.frames or []):
+        if frame is None or frame.capture_time_s <= last_capture:
+            continue
+        rows.append(k)
+        last_capture = frame.capture_time_s
+    if not rows:
+        raise RuntimeError(f"episode {scenario.name}#{seed}: no camera frame was delivered")
+    images = np.stack([cv2.resize(result.frames[k].image, (config.width, config.height),
+                                  interpolation=cv2.INTER_AREA) for k in rows]).astype(np.uint8)
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
+    return EpisodeData(
+        images=images,
+        capture_times_s=np.array([result.frames[k].capture_time_s for k in rows], dtype=np.float64),
+        labels=labels[rows].astype(np.float32), commands=result.commands[rows].astype(np.float32),
+        positions=result.positions[rows], yaws=result.yaws[rows], velocities_body=result.velocities_body[rows],
+        targets=result.targets[rows],
+        meta={"scenario": scenario.name, "seed": int(seed), "task": result.spec.task, "source": "simulation",
+              "controller": mode, "frame_period_s": 1.0 / episode_config.camera.rate_hz,
+              "control_hz": episode_config.control_hz, "steps": int(len(result.times_s)), "metrics": metrics,
+              "image_encoding": "rgb8"})
+
+
+def _collect_job(job: tuple) -> tuple[str, int, str]:
+    """Worker: fly one episode, write its shard; returns (scenario, seed, controller mode)."""
+    import torch
+
+    torch.set_num_threads(1)  # one worker per core; torch must not oversubscribe them
+    scenario, seed, config, out_dir = job
+    episode = collect_episode(scenario, seed, config)
+    write_shard(Path(out_dir) / shard_name(scenario.name, seed), episode)
+    return scenario.name, seed, episode.meta["controller"]
+
+
+@dataclass
+class CollectSummary:
+    out_dir: str
+    planned: int
+    skipped_existing: int
+    written: int
+    wall_s: float
+    modes: dict[str, int]
+
+
+def plan_jobs(suite: Any, episodes: int | None, base_seed: int) -> list[tuple[Any, int]]:
+    """(scenario, seed) for every episode of the suite; `episodes` per scenario, or the suite's counts."""
+    return [(entry.scenario, base_seed + k) for entry in suite.entries for k in range(episodes or entry.episodes)]
+
+
+def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = None, workers: int = 1,
+            base_seed: int = 0, config: CollectConfig = CollectConfig(), progress: bool = True,
+            on_episode: Callable[[str, int], None] | None = None) -> CollectSummary:
+    """Collect a suite into `out_dir` (one shard per episode), skipping shards that already exist."""
+    from tqdm import tqdm
+
+    from liquid_control.simulation.scenario import load_suite
+
+    if workers < 1:
+        raise ValueError(f"collect: workers must be >= 1, got {workers}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"collect: episodes must be >= 1, got {episodes}")
+    suite = load_suite(suite_name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = {p.name for p in list_shards(out)}
+    planned = plan_jobs(suite, episodes, base_seed)
+    jobs = [(sc, seed, config, str(out)) for sc, seed in planned if shard_name(sc.name, seed) not in existing]
+    modes: dict[str, int] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc=f"collect {suite.name}", unit="ep", disable=not progress, file=sys.stderr)
+    try:
+        if workers == 1:
+            for job in jobs:
+                name, seed, mode = _collect_job(job)
+                modes[mode] = modes.get(mode, 0) + 1
+                bar.update()
+                if on_episode:
+                    on_episode(name, seed)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_collect_job, job) for job in jobs]
+                for future in as_completed(futures):
+                    name, seed, mode = future.result()
+                    modes[mode] = modes.get(mode, 0) + 1
+                    bar.update()
+                    if on_episode:
+                        on_episode(name, seed)
+    finally:
+        bar.close()
+    summary = CollectSummary(out_dir=str(out), planned=len(planned), skipped_existing=len(planned) - len(jobs),
+                             written=len(jobs), wall_s=time.perf_counter() - start, modes=modes)
+    record = {"suite": suite.name, "episodes_per_scenario": episodes, "base_seed": base_seed,
+              "config": {**asdict(config), "perturbation": asdict(config.perturbation)}, **asdict(summary)}
+    _write_json_atomic(out / "collection.json", record)
+    return summary
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,201 @@
+"""Closed-loop evaluation: fly a model file in the simulator exactly as it is deployed.
+
+`PolicyController` is the deploy path behind the episode loop's Controller interface:
+each newly delivered camera frame goes through `PerceptionRuntime` (OpenCV preprocessing +
+conv features) and one `PolicyRuntime.step` with the recurrent state carried; the timespan
+is the capture-time difference to the previous frame the policy consumed, in nominal frame
+periods, so a dropped frame gives a longer timespan. Between frames the last command is held;
+with no frame for `stale_after_s`, or when the runtime rejects an input or produces a
+non-finite result, the command is hover (zeros) and the state is reset: fail safe.
+
+`evaluate_suites` flies every episode of one or more suites in worker processes (each
+loads the model once) and reports per scenario and per suite: success rate with a 95%
+Wilson interval, mean time to goal (successful episodes), mean final distance, crashes,
+arena exits, timeouts and fail-safe events; as JSON and a Markdown table, with optional
+per-episode top-down trajectory plots.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liquid_control.simulation.episode import Observation
+
+
+class PolicyController:
+    """Model file -> episode Controller, using the deployed runtimes (see module docstring)."""
+
+    def __init__(self, model: str | Path, backend: str = "auto", stale_after_s: float = 0.5) -> None:
+        from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
+
+        self.perception = PerceptionRuntime(model, backend=backend)
+        self.policy = PolicyRuntime(model, backend=backend)
+        check_pair(self.perception, self.policy)
+        self.frame_period_s = self.policy.frame_period_s
+        self.stale_after_s = float(stale_after_s)
+        self.failsafe_events = 0
+        self.timespans: list[float] = []
+        self.reset(None)
+
+    def reset(self, spec: Any) -> None:
+        self.policy.reset()
+        self._last_capture_s: float | None = None
+        self._last_seq: int | None = None
+        self._command = np.zeros(4)
+        self.failsafe_events = 0
+        self.timespans = []
+
+    def act(self, observation: Observation) -> np.ndarray:
+        frame = observation.frame
+        if frame is not None and frame.seq != self._last_seq:
+            timespan = 1.0 if self._last_capture_s is None else \
+                (frame.capture_time_s - self._last_capture_s) / self.frame_period_s
+            try:
+                features = self.perception.features(frame.image, "rgb8")
+                self._command = self.policy.step(features, max(timespan, 0.0)).astype(float)
+                self.timespans.append(float(timespan))
+            except ValueError:  # bad input or non-finite output: hover and start afresh
+                self.failsafe_events += 1
+                self.policy.reset()
+                self._command = np.zeros(4)
+            self._last_capture_s = frame.capture_time_s
+            self._last_seq = frame.seq
+        elif self._last_capture_s is None or observation.time_s - self._last_capture_s > self.stale_after_s:
+            self._command = np.zeros(4)  # no (recent) image: hover
+        return self._command.copy()
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(model: str, backend: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["controller"] = PolicyController(model, backend=backend)
+
+
+def _fly(job: tuple) -> dict[str, Any]:
+    """Worker: one closed-loop episode -> metrics (+ trajectory plot when asked)."""
+    from liquid_control.simulation.episode import EpisodeConfig, run_episode
+
+    suite_name, scenario, seed, duration_s, plot_path = job
+    controller: PolicyController = _WORKER["controller"]
+    result = run_episode((scenario, seed), controller, None, EpisodeConfig(render=True, duration_s=duration_s))
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
+    spans = np.asarray(controller.timespans, dtype=float)
+    metrics.update(suite=suite_name, failsafe_events=controller.failsafe_events,
+                   policy_steps=int(spans.size), max_timespan=float(spans.max()) if spans.size else math.nan)
+    if plot_path is not None:
+        from liquid_control.commands.expert import save_plot
+
+        Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
+        save_plot(result, Path(plot_path))
+    return metrics
+
+
+# --------------------------------------------------------------------------- reports
+def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """One report row: success with Wilson 95% interval, time to goal, final distance, failures."""
+    from liquid_control.stats import finite_mean, proportion
+
+    success = proportion(m["success"] for m in metrics)
+    return {
+        "name": name, "episodes": len(metrics),
+        "success": {"successes": success.successes, "trials": success.trials, "rate": success.rate,
+                    "low": success.low, "high": success.high},
+        "time_to_goal_s": finite_mean(m["time_to_goal_s"] for m in metrics if m["success"]),
+        "final_distance_m": finite_mean(m["final_distance_m"] for m in metrics),
+        "crashes": sum(bool(m["crashed"]) for m in metrics),
+        "left_arena": sum(bool(m["left_arena"]) for m in metrics),
+        "timeouts": sum(m["reason"] in ("timeout", "lost_target") for m in metrics),
+        "failsafe_events": sum(int(m.get("failsafe_events", 0)) for m in metrics),
+    }
+
+
+@dataclass
+class EvaluationReport:
+    model: str
+    suites: dict[str, dict[str, Any]]  # suite -> {"total": row, "scenarios": [rows], "seeds": [first, last]}
+    episodes: list[dict[str, Any]]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "suites": self.suites, "episodes": self.episodes, "wall_s": self.wall_s}
+
+    def markdown(self) -> str:
+        lines = [f"Model `{self.model}`, closed loop in the simulator (perception + policy runtimes, as deployed).",
+                 "", "| suite | scenario | episodes | success [95% Wilson] | time to goal (s) | final distance (m) "
+                     "| crashes | timeouts |",
+                 "|---|---|---:|---|---:|---:|---:|---:|"]
+        for suite, report in self.suites.items():
+            for row in [*report["scenarios"], report["total"]]:
+                s = row["success"]
+                label = "**all**" if row is report["total"] else row["name"]
+                tg = "-" if math.isnan(row["time_to_goal_s"]) else f"{row['time_to_goal_s']:.1f}"
+                lines.append(f"| {suite} | {label} | {row['episodes']} | {100 * s['rate']:.0f}% "
+                             f"[{100 * s['low']:.0f}, {100 * s['high']:.0f}] | {tg} | "
+                             f"{row['final_distance_m']:.2f} | {row['crashes']} | {row['timeouts']} |")
+        return "\n".join(lines) + "\n"
+
+
+def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
+                    base_seed: int = 0, duration_s: float | None = None, plots_dir: str | Path | None = None,
+                    backend: str = "auto", progress: bool = True) -> EvaluationReport:
+    """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise."""
+    from tqdm import tqdm
+
+    from liquid_control.models.model_file import load_model
+    from liquid_control.simulation.scenario import load_suite
+
+    if workers < 1:
+        raise ValueError(f"evaluate: workers must be >= 1, got {workers}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
+    bundle = load_model(model)  # fail early, with the model file's own error, before spawning workers
+    if bundle.policy is None or bundle.perception is None:
+        raise ValueError(f"evaluate: {model} must hold both a perception and a policy model")
+    loaded = [load_suite(name) for name in suites]
+    jobs = []
+    for suite in loaded:
+        for entry in suite.entries:
+            for k in range(episodes or entry.episodes):
+                seed = base_seed + k
+                plot = None if plots_dir is None else \
+                    str(Path(plots_dir) / suite.name / f"{entry.scenario.name}_{seed:06d}.png")
+                jobs.append((suite.name, entry.scenario, seed, duration_s, plot))
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc=f"evaluate {Path(model).name}", unit="ep", disable=not progress,
+               file=sys.stderr)
+    results: list[dict[str, Any]] = []
+    try:
+        if workers == 1:
+            _init_worker(str(model), backend)
+            for job in jobs:
+                results.append(_fly(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                     initargs=(str(model), backend)) as pool:
+                for metrics in pool.map(_fly, jobs, chunksize=1):
+                    results.append(metrics)
+                    bar.update()
+    finally:
+        bar.close()
+    report: dict[str, dict[str, Any]] = {}
+    for suite in loaded:
+        ms = [m for m in results if m["suite"] == suite.name]
+        rows = [summarise([m for m in ms if m["scenario"] == e.scenario.name], e.scenario.name)
+                for e in suite.entries]
+        seeds = [m["seed"] for m in ms]
+        report[suite.name] = {"total": summarise(ms, suite.name), "scenarios": rows,
+                              "seeds": [min(seeds), max(seeds)] if seeds else []}
+    return EvaluationReport(model=str(model), suites=report, episodes=results, wall_s=time.perf_counter() - start)
