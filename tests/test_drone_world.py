@@ -138,3 +138,22 @@ def test_bad_world_arguments_are_named():
             world.reset(SceneConfig(), (0.0, 1.0))
         with pytest.raises(TypeError, match="SceneConfig"):
             world.reset({"target": None})
+
+
+def test_sensor_noise_disturbs_the_controller_but_hover_holds():
+    def hover(noise):
+        with DroneWorld("cf2x", camera=SMALL, noise=noise) as world:
+            world.reset(SceneConfig(), (0.0, 0.0, 1.0), 0.0, seed=5)
+            rates = []
+            for _ in range(60):
+                state = world.step([0.0, 0.0, 0.0, 0.0])
+                rates.append(state.angular_velocity_body)
+            return state, np.array(rates)
+
+    quiet_state, quiet_rates = hover(NoiseConfig())
+    noisy_state, noisy_rates = hover(NoiseConfig(velocity_std_mps=0.05, attitude_std_rad=0.01, gyro_std_radps=0.05))
+    assert np.abs(quiet_rates).max() < 1e-3
+    assert np.abs(noisy_rates).std() > 10 * max(np.abs(quiet_rates).std(), 1e-6)  # the noise reaches the motors
+    np.testing.assert_allclose(noisy_state.position, (0.0, 0.0, 1.0), atol=0.15)  # and is rejected
+    with pytest.raises(ValueError, match="standard deviations"):
+        NoiseConfig(gyro_std_radps=-1.0)
