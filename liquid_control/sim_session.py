@@ -36,7 +36,8 @@ class SimSessionConfig:
     """scenario: scenario name or YAML path; seed: seed of the first episode (episode k uses seed + k);
     episodes: how many to fly (0 = until stopped); duration_s: episode length override (0 = the
     scenario's); control_hz: command/clock/odometry rate (must divide 240 Hz physics);
-    command_timeout_s: older commands -> hover (s); pause_between_s: clock-only gap between episodes (s)."""
+    command_timeout_s: older commands -> hover (s); pause_between_s: clock-only gap between episodes (s);
+    autostart: start the first episode at the first step (False: only the clock runs until `reset`)."""
 
     scenario: str = "train_fly_to_target"
     seed: int = 0
@@ -46,6 +47,7 @@ class SimSessionConfig:
     command_timeout_s: float = 0.25
     pause_between_s: float = 1.0
     camera: CameraConfig = field(default_factory=CameraConfig)
+    autostart: bool = True
 
     def __post_init__(self) -> None:
         ratio = PHYSICS_HZ / self.control_hz if self.control_hz > 0 else 0.0
@@ -97,6 +99,7 @@ class SimSession:
         self._command = np.zeros(4)
         self._command_time: Optional[float] = None
         self._next_seed = config.seed
+        self._emit_start = False
 
     # ---------------------------------------------------------------- control
     def set_command(self, command: Any) -> None:
@@ -111,18 +114,22 @@ class SimSession:
         fresh = self._command_time is not None and self.time_s - self._command_time <= self.config.command_timeout_s
         return (self._command if fresh else np.zeros(4)), fresh
 
-    def reset(self, scenario: Optional[str] = None, seed: Optional[int] = None) -> dict[str, Any]:
-        """End any running episode (reason 'reset') and start a new run at `seed` (episode 0)."""
+    def reset(self, scenario: Optional[str] = None, seed: Optional[int] = None) -> list[dict[str, Any]]:
+        """End any running episode (reason 'reset') and start a new run at `seed` (episode 0).
+
+        Returns the events to publish ('end' of an aborted episode, then 'start')."""
         scenario_obj = load_scenario(scenario or self.config.scenario)  # raises ScenarioError (ValueError)
         events = self._abort("reset")
+        self.time_s = max(self.time_s, self._offset)
         self._scenario = scenario_obj
         if scenario is not None:
             self.config = replace(self.config, scenario=scenario)
         self._next_seed = self.config.seed if seed is None else int(seed)
         self.episode_index = -1
         self.results = []
-        start = self._start_episode()
-        return {"aborted": events, "start": start}
+        events.append(self._start_episode())
+        self._emit_start = True  # the next step() hands out the episode's first frame and state
+        return events
 
     def _abort(self, reason: str) -> list[dict[str, Any]]:
         if self._episode is None:
@@ -156,14 +163,17 @@ class SimSession:
 
     # ---------------------------------------------------------------- stepping
     def step(self) -> StepOutput:
-        """Advance one control period; the first call starts the first episode."""
-        if self.phase == "idle":
+        """Advance one control period; the first call starts the first episode (autostart)."""
+        if self._emit_start:
+            self._emit_start = False
+            return self._observe_start()
+        if self.phase == "idle" and self.config.autostart:
             self._scenario = load_scenario(self.config.scenario)
             start = self._start_episode()
             out = self._observe_start()
             out.events.insert(0, start)
             return out
-        if self.phase != "running":
+        if self.phase != "running":  # idle (waiting for reset), pause or finished: the clock runs on
             self.time_s += self.dt
             out = StepOutput(self.time_s)
             if self.phase == "pause" and self.time_s >= self._pause_until - 1e-9:

@@ -44,6 +44,8 @@ PARAMETERS = [
               "and by episode/reset"),
     ParamSpec("seed", 0, "seed of the first episode (episode k uses seed + k); used at start and by "
               "episode/reset", 0, 2**31 - 1),
+    ParamSpec("autostart", True, "start the first episode at once (false: only /clock runs until episode/reset)",
+              read_only=True),
     ParamSpec("episodes", 0, "episodes to fly, then idle (0: until stopped)", 0, 1000000, read_only=True),
     ParamSpec("duration_s", 0.0, "episode length override (s, sim time); 0: the scenario's", 0.0, 3600.0,
               read_only=True),
@@ -79,7 +81,7 @@ class SimNode(Node):
         self.session = SimSession(SimSessionConfig(
             scenario=p["scenario"], seed=p["seed"], episodes=p["episodes"], duration_s=p["duration_s"],
             control_hz=p["control_hz"], command_timeout_s=p["command_timeout_s"],
-            pause_between_s=p["pause_between_episodes_s"], camera=camera))
+            pause_between_s=p["pause_between_episodes_s"], camera=camera, autostart=p["autostart"]))
         self.counts = {"commands": 0, "rejected_commands": 0, "images": 0, "episodes_ended": 0}
         self.rate = RateMeter()
         self.next_status_s = 0.0
@@ -128,7 +130,7 @@ class SimNode(Node):
         except (ValueError, OSError) as error:
             response.success, response.message = False, f"reset refused: {error}"
             return response
-        for event in [*events["aborted"], events["start"]]:
+        for event in events:
             self.publish_event(event)
         response.success, response.message = True, f"episode started: {scenario} seed {seed}"
         return response
