@@ -6,22 +6,26 @@ In one run (torch.set_num_threads(1), onnxruntime intra_op_num_threads=1):
   stepped in eager torch, plus the same linear readout: the REFERENCE row (ratio 1.0);
 - our default policy with the SAME wiring and weights (copied from ncps as in
   tests/test_cfc_parity.py; outputs checked equal to 1e-5) in eager torch, and exported to
-  ONNX under onnxruntime: the bare session call and the deployed `PolicyRuntime.step`
-  (input checks, state ping-pong);
+  ONNX under onnxruntime: the bare session call on the plain and on the folded graph
+  (export.py's deploy form), and the deployed `PolicyRuntime.step` (input checks, IOBinding,
+  state ping-pong);
 - LSTM and GRU policies of the same parameter budget (policy_for_budget), eager and onnxruntime;
 - perception alone and perception + policy per frame at the default image size
   (128x96 rgb8 camera frame, preprocess included), onnxruntime and eager torch.
 
 Samples are taken in interleaved rounds so that load from other processes spreads evenly over
-all rows. Median and p99 per call; "vs ncps" = ncps median / row median (higher is faster).
+all rows. Median and p99 of per-call wall time; "vs ncps" = ncps median / row median (higher is
+faster); "mean CPU us" = this thread's CPU time over all calls of the row / calls, which leaves out
+time spent preempted by other processes when the cores are shared.
 
-Run:  .venv/bin/python benchmarks/policy_latency.py                (about 30 s)
+Run:  .venv/bin/python benchmarks/policy_latency.py                (about 40 s)
       .venv/bin/python benchmarks/policy_latency.py --steps 600    (quick look)
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import time
 from typing import Callable
@@ -65,14 +69,17 @@ def matched_ncps_pair(seed: int = 0):
     return reference.eval(), ours.eval()
 
 
-def time_calls(fn: Callable[[int], object], count: int, offset: int) -> list[float]:
+def time_calls(fn: Callable[[int], object], count: int, offset: int) -> tuple[list[float], float]:
+    """Per-call wall times (us) of fn(offset .. offset+count-1), and this thread's CPU time (us)
+    over the whole block (not per call: reading the thread CPU clock is a ~1-2 us syscall)."""
     samples = []
     clock = time.perf_counter_ns
+    cpu_start = time.thread_time_ns()
     for k in range(offset, offset + count):
         start = clock()
         fn(k)
         samples.append((clock() - start) / 1e3)
-    return samples
+    return samples, (time.thread_time_ns() - cpu_start) / 1e3
 
 
 def main() -> None:
@@ -124,11 +131,11 @@ def main() -> None:
                 _, state[0] = model.step(stream_t[k % 512:k % 512 + 1], state[0], timespans_t[k % 512])
         return step
 
-    def bare_session(model: PolicyModel) -> Callable[[int], None]:
+    def bare_session(model: PolicyModel, fold: bool = True) -> Callable[[int], None]:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(policy_onnx(model).SerializeToString(), options,
+        session = ort.InferenceSession(policy_onnx(model, fold=fold).SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         feed = {"features": stream[:1].copy(), "state": np.zeros((1, model.state_size), np.float32),
                 "timespan": np.ones((1, 1), np.float32)}
@@ -143,7 +150,8 @@ def main() -> None:
         return lambda k: runtime.step(stream[k % 512], float(timespans[k % 512]))
 
     rows["ours CfC (same weights), eager torch"] = eager_step(ours)
-    rows["ours CfC, onnxruntime session.run (bare graph)"] = bare_session(ours)
+    rows["ours CfC, onnxruntime session.run, plain PolicyModel.step graph"] = bare_session(ours, fold=False)
+    rows["ours CfC, onnxruntime session.run, folded graph (what export writes)"] = bare_session(ours)
     policy_rt = PolicyRuntime(ours, backend="onnxruntime", threads=1)
     rows["ours CfC, PolicyRuntime onnxruntime (deployed)"] = deployed(policy_rt)
     rows["ours CfC, PolicyRuntime torch backend"] = deployed(PolicyRuntime(ours, backend="torch", threads=1))
@@ -177,28 +185,33 @@ def main() -> None:
         assert np.abs(perception_ort.features(images[0], "rgb8") - perception(tensor_image)[0].numpy()).max() <= 1e-5
 
     samples: dict[str, list[float]] = {name: [] for name in (*rows, *frame_rows)}
+    cpu_us: dict[str, float] = {name: 0.0 for name in samples}
     for table, total in ((rows, args.steps), (frame_rows, args.frames)):
         for name, fn in table.items():
             time_calls(fn, args.warmup, 0)
         per_round = max(1, total // args.rounds)
         for r in range(args.rounds):
             for name, fn in table.items():
-                samples[name] += time_calls(fn, per_round, r * per_round)
+                wall, cpu = time_calls(fn, per_round, r * per_round)
+                samples[name] += wall
+                cpu_us[name] += cpu
 
     reference_median = float(np.median(samples["ncps 1.0.1 wired CfC + readout, eager torch"]))
     print(f"policy_latency: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, onnxruntime {ort.__version__}, 1 thread, batch 1; "
-          f"{args.steps} policy steps / {args.frames} frames per row after {args.warmup} warm-up, {args.rounds} rounds")
+          f"{args.steps} policy steps / {args.frames} frames per row after {args.warmup} warm-up, {args.rounds} rounds; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"default policy: {counts['ours']:,} trainable parameters (wired CfC, same weights as ncps; "
           f"outputs equal to {worst:.1e}); perception {count_trainable(perception):,} parameters at "
           f"{config.width}x{config.height}\n")
-    print("| what | median us | p99 us | vs ncps |")
-    print("|---|---:|---:|---:|")
+    print("| what | median us | p99 us | vs ncps | mean CPU us |")
+    print("|---|---:|---:|---:|---:|")
     medians = {}
     for name, values in samples.items():
         median, p99 = float(np.median(values)), float(np.percentile(values, 99))
         medians[name] = median
-        print(f"| {name} | {median:.1f} | {p99:.1f} | {reference_median / median:.2f}x |")
+        print(f"| {name} | {median:.1f} | {p99:.1f} | {reference_median / median:.2f}x | "
+              f"{cpu_us[name] / len(values):.1f} |")
     deployed_us = medians["ours CfC, PolicyRuntime onnxruntime (deployed)"]
     frame_us = medians["perception + policy per frame, onnxruntime"]
     print()
