@@ -121,7 +121,9 @@ class RayCastRenderer:
         self.objects: list[SceneObject] = scene.primitives()
         # Per-object float32 arrays, made once (numpy call overhead dominates for small windows).
         self._centres = [np.asarray(item.position, np.float32).reshape(3, 1, 1) for item in self.objects]
-        self._albedos = [np.asarray(item.colour, np.float32).reshape(3, 1) for item in self.objects]
+        albedos = [np.asarray(item.colour, np.float32).reshape(3, 1) for item in self.objects]
+        self._ambient_albedos = [np.float32(scene.light.ambient) * a for a in albedos]
+        self._direct_albedos = [np.float32(scene.light.strength) * a for a in albedos]
         light = np.asarray(scene.light.direction, dtype=np.float64)
         self._to_light = (-light / np.linalg.norm(light)).astype(np.float32)
         ground_shade = scene.light.ambient + scene.light.strength * max(0.0, float(self._to_light[2]))
@@ -161,17 +163,17 @@ class RayCastRenderer:
         rays = np.matmul(world_from_optical.astype(np.float32), self._rays_optical, out=self._rays).reshape(3, h, w)
         origin = lens.astype(np.float32)
         colour, dist = self._background(rays, origin)
-        light = self.scene.light
         optical_from_world = world_from_optical.T.tolist()
         lens_list = lens.tolist()
-        for item, centre, albedo in zip(self.objects, self._centres, self._albedos):
+        for item, lit, direct in zip(self.objects, self._ambient_albedos, self._direct_albedos):
             window = self._window(item, lens_list, optical_from_world)
             if window is None:
                 continue
             v0, v1, u0, u1 = window
             sub = rays[:, v0:v1, u0:u1]
             px, py, pz = item.position  # type: ignore[misc]
-            t = _intersect(item, sub, (lens_list[0] - px, lens_list[1] - py, lens_list[2] - pz))
+            offset = (lens_list[0] - px, lens_list[1] - py, lens_list[2] - pz)
+            t = _intersect(item, sub, offset)
             if t is None:
                 continue
             dist_view = dist[v0:v1, u0:u1]
@@ -179,10 +181,13 @@ class RayCastRenderer:
             if not closer.any():
                 continue
             t_hit = t[closer]
-            local = (origin - centre[:, 0, 0])[:, None] + t_hit * sub[:, closer]  # (3, n) hit points - centre
-            shade = light.ambient + light.strength * np.maximum(self._to_light @ _normals(item, local), 0.0)
-            colour_view = colour[:, v0:v1, u0:u1]
-            colour_view[:, closer] = np.minimum(albedo * shade, 1.0)
+            local = np.array(offset, np.float32)[:, None] + t_hit * sub[:, closer]  # (3, n) hit points - centre
+            if item.shape == "sphere":  # normal = local / radius
+                cosine = (self._to_light * np.float32(2.0 / item.size_m[0])) @ local  # type: ignore[index]
+            else:
+                cosine = self._to_light @ _normals(item, local)
+            # colour = albedo * (ambient + strength * max(0, n.l)); clipped to 1 once, at the end.
+            colour[:, v0:v1, u0:u1][:, closer] = lit + direct * np.maximum(cosine, np.float32(0.0))
             dist_view[closer] = t_hit
         if self.cfg.shadows:
             self._shadows(colour, rays, origin, dist)
