@@ -202,3 +202,20 @@ def test_check_pair_rejects_mismatched_feature_sizes(perception_onnx):
     small_policy = runtime.PolicyRuntime(PolicyModel(PolicyConfig(kind="mlp", feature_size=8)), backend="torch")
     with pytest.raises(ValueError, match="outputs 32 features but the policy .* expects 8"):
         runtime.check_pair(perception_rt, small_policy)
+
+
+def test_runtimes_load_a_model_file(policy, perception, tmp_path):
+    from liquid_control.models.model_file import save_model
+
+    path = save_model(tmp_path / "m.safetensors", policy=policy, perception=perception)
+    policy_rt = runtime.PolicyRuntime(path, backend="torch")
+    features, timespans = _sequence(15, seed=6)
+    want, _ = _torch_rollout(policy, features, timespans)
+    got = np.array([policy_rt.step(f, float(t)) for f, t in zip(features, timespans)])
+    assert np.abs(got - want).max() <= 1e-6
+    assert policy_rt.frame_period_s == policy.config.frame_period_s
+    perception_rt = runtime.PerceptionRuntime(path, backend="torch")
+    runtime.check_pair(perception_rt, policy_rt)
+    policy_only = save_model(tmp_path / "p.safetensors", policy=policy)
+    with pytest.raises(ValueError, match="holds no perception model"):
+        runtime.PerceptionRuntime(policy_only, backend="torch")
