@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -167,7 +167,7 @@ class PolicyLoop:
             self._stale = False
             self.reset_state()
         if self._pending is None:
-            return self._held  # hold the last command until the next frame
+            return replace(self._held, stepped=False, inference_s=0.0)  # hold until the next frame
         stamp, features, _ = self._pending
         self._pending = None
         timespan = self.timespan_for(stamp)
