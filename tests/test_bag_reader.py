@@ -175,6 +175,9 @@ def test_bad_raw_payloads():
         decode_raw_image(2, 2, "rgb8", 5, bytes(20))
     with pytest.raises(BagError, match="empty size 0x2"):
         decode_raw_image(0, 2, "mono8", 0, b"")
+    rgba = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(decode_raw_image(3, 2, "rgba8", 12, rgba.tobytes()), rgba[:, :, :3])
+    np.testing.assert_array_equal(decode_raw_image(3, 2, "bgra8", 12, rgba.tobytes()), rgba[:, :, 2::-1])
     # The last row may come without its padding.
     image = decode_raw_image(2, 2, "mono8", 4, bytes([1, 2, 9, 9, 3, 4]))
     np.testing.assert_array_equal(image[:, :, 0], [[1, 2], [3, 4]])

@@ -14,13 +14,13 @@ import numpy as np
 
 from liquid_control.bags import BagError
 
-# encoding -> (channels, index order that turns the stored channels into R, G, B)
-RAW_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
+# encoding -> (channels, OpenCV conversion to RGB or None when the bytes already are RGB)
+RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
 }
 COMPRESSED_CODECS = ("jpeg", "png")
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -46,7 +46,7 @@ def decode_raw_image(width: int, height: int, encoding: str, step: int, data: An
         )
     if width <= 0 or height <= 0:
         raise BagError(f"image has an empty size {width}x{height}")
-    channels, order = RAW_ENCODINGS[encoding]
+    channels, conversion = RAW_ENCODINGS[encoding]
     row_bytes = width * channels
     if step < row_bytes:
         raise BagError(f"image step {step} is shorter than a {encoding} row of width {width} ({row_bytes} bytes)")
@@ -59,8 +59,9 @@ def decode_raw_image(width: int, height: int, encoding: str, step: int, data: An
         )
     if flat.size < step * height:
         flat = np.concatenate([flat[:needed], np.zeros(step * height - needed, np.uint8)])
-    rows = flat[: step * height].reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
-    return np.ascontiguousarray(rows[:, :, list(order)])
+    # One copy into an owned, contiguous array (the payload may be a read-only buffer with row padding).
+    pixels = np.array(flat[: step * height].reshape(height, step)[:, :row_bytes]).reshape(height, width, channels)
+    return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
 
 
 def compressed_codec(fmt: str, data: bytes | np.ndarray) -> str:
