@@ -1,0 +1,192 @@
+"""Image/feature wire formats and the perception node over DDS (good and bad images)."""
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+
+from liquid_control.feature_codec import features_from_payload, features_to_payload, image_view
+
+
+def test_image_view_reads_padded_rows_without_the_padding():
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    padded = np.zeros((4, 20), np.uint8)
+    padded[:, :15] = image.reshape(4, 15)
+    view = image_view(5, 4, "rgb8", 20, padded.tobytes())
+    assert np.array_equal(view, image)
+    mono = image_view(5, 4, "mono8", 5, array.array("B", range(20)))  # rclpy hands uint8[] as array('B')
+    assert mono.shape == (4, 5, 1) and mono[3, 4, 0] == 19
+
+
+@pytest.mark.parametrize("width, height, encoding, step, size, match", [
+    (5, 4, "16UC1", 10, 40, "unsupported image encoding"),
+    (5, 4, "rgb8", 14, 56, "shorter than a rgb8 row"),
+    (5, 4, "rgb8", 15, 59, "truncated"),
+    (5, 4, "rgb8", 15, 61, "too long"),
+    (0, 4, "rgb8", 0, 0, "empty"),
+])
+def test_image_view_names_the_problem(width, height, encoding, step, size, match):
+    with pytest.raises(ValueError, match=match):
+        image_view(width, height, encoding, step, bytes(size))
+
+
+def test_feature_payload_round_trip_and_errors():
+    values = np.array([1.5, -2.0, 3.25e-3], np.float32)
+    height, width, encoding, step, bigendian, data = features_to_payload(values)
+    assert (height, width, encoding, step, bigendian, len(data)) == (1, 3, "32FC1", 12, False, 12)
+    np.testing.assert_array_equal(features_from_payload(height, width, encoding, step, bigendian, data), values)
+    big = values.astype(">f4").tobytes()
+    np.testing.assert_array_equal(features_from_payload(1, 3, "32FC1", 12, True, big), values)
+    with pytest.raises(ValueError, match="expects 4"):
+        features_from_payload(1, 3, "32FC1", 12, False, data, expected_size=4)
+    with pytest.raises(ValueError, match="NaN"):
+        features_from_payload(1, 3, "32FC1", 12, False, np.array([0, np.nan, 0], np.float32).tobytes())
+    with pytest.raises(ValueError, match="bytes"):
+        features_from_payload(1, 3, "32FC1", 12, False, data[:8])
+
+
+# ------------------------------------------------------------------ the node over DDS
+pytest.importorskip("rclpy")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from node_helpers import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("perception") / "tiny.safetensors")
+
+
+@pytest.fixture
+def harness():
+    from node_helpers import Harness
+
+    h = Harness()
+    yield h
+    h.close()
+
+
+def start_perception(harness, model, compressed=False, **params):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from liquid_control.nodes.common import sensor_qos
+    from liquid_control.nodes.perception_node import PerceptionNode
+    from node_helpers import overrides
+
+    node = harness.add(PerceptionNode(context=harness.context, parameter_overrides=overrides(
+        model_path=str(model), backend="torch", diagnostics_rate_hz=10.0, input="compressed" if compressed else "raw", **params)))
+    probe = harness.node("perception_probe")
+    got = {"features": [], "diag": []}
+    probe.create_subscription(Image, "features", got["features"].append, sensor_qos(10))
+    probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
+    topic = "camera/image_raw/compressed" if compressed else "camera/image_raw"
+    publisher = probe.create_publisher(CompressedImage if compressed else Image, topic, sensor_qos(1))
+    harness.spin_until(lambda: publisher.get_subscription_count() > 0 and probe.count_publishers("features") > 0,
+                       10.0, "perception node discovery")
+    return node, publisher, got
+
+
+def image_message(image: np.ndarray, encoding: str, stamp=(12, 345000000), step=None):
+    from sensor_msgs.msg import Image
+
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    msg = Image(height=image.shape[0], width=image.shape[1], encoding=encoding,
+                step=step or image.shape[1] * channels, data=image.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = "camera_optical_frame"
+    return msg
+
+
+def send(harness, publisher, got, msg, expect_output: bool):
+    count = len(got["features"])
+    publisher.publish(msg)
+    if expect_output:
+        harness.spin_until(lambda: len(got["features"]) > count, 5.0, "features")
+    else:
+        harness.spin_for(0.3)
+        assert len(got["features"]) == count, "a bad image must not produce features"
+
+
+def decode(msg) -> np.ndarray:
+    return features_from_payload(msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian), msg.data)
+
+
+def test_features_keep_the_image_stamp_and_match_the_runtime(harness, tiny_model):
+    from liquid_control.runtime import PerceptionRuntime
+    from node_helpers import rgb_image
+
+    node, publisher, got = start_perception(harness, tiny_model)
+    image = rgb_image(48, 64, seed=3)
+    send(harness, publisher, got, image_message(image, "rgb8"), True)
+    out = got["features"][-1]
+    assert (out.header.stamp.sec, out.header.stamp.nanosec) == (12, 345000000)
+    assert out.header.frame_id == "camera_optical_frame"
+    expected = PerceptionRuntime(tiny_model, backend="torch").features(image, "rgb8")
+    np.testing.assert_allclose(decode(out), expected, atol=1e-5)
+    # The same picture as bgr8 (channels swapped) and with padded rows gives the same features.
+    send(harness, publisher, got, image_message(np.ascontiguousarray(image[:, :, ::-1]), "bgr8", (12, 400000000)),
+         True)
+    np.testing.assert_allclose(decode(got["features"][-1]), expected, atol=1e-5)
+    padded = np.zeros((48, 64 * 3 + 8), np.uint8)
+    padded[:, :64 * 3] = image.reshape(48, -1)
+    msg = image_message(padded, "mono8", (12, 500000000))
+    msg.encoding, msg.width, msg.step = "rgb8", 64, 64 * 3 + 8
+    send(harness, publisher, got, msg, True)
+    np.testing.assert_allclose(decode(got["features"][-1]), expected, atol=1e-5)
+    send(harness, publisher, got, image_message(image[:, :, 1].copy(), "mono8", (12, 600000000)), True)
+    assert decode(got["features"][-1]).shape == (8,)
+
+
+def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running(harness, tiny_model):
+    from node_helpers import diagnostic_values, rgb_image
+
+    node, publisher, got = start_perception(harness, tiny_model)
+    image = rgb_image(48, 64)
+    wrong_encoding = image_message(image, "rgb16")
+    truncated = image_message(image, "rgb8", (13, 0))
+    truncated.data = image.tobytes()[:-100]
+    wrong_size = image_message(image, "rgb8", (14, 0))
+    wrong_size.width = 80  # data is for 64 columns
+    short_step = image_message(image, "rgb8", (15, 0), step=100)
+    for k, msg in enumerate([wrong_encoding, truncated, wrong_size, short_step]):
+        send(harness, publisher, got, msg, False)
+        assert node.counts["bad_frames"] == k + 1
+    got["diag"].clear()
+    harness.spin_until(lambda: any(diagnostic_values(a, "perception") for a in got["diag"]), 5.0, "diagnostics")
+    level, message, values = [diagnostic_values(a, "perception") for a in got["diag"]][-1]
+    assert level == 2 and "rejected" in message and values["bad_frames"] == "4"
+    send(harness, publisher, got, image_message(image, "rgb8", (16, 0)), True)  # still alive
+    got["diag"].clear()
+    harness.spin_until(lambda: any(diagnostic_values(a, "perception") for a in got["diag"]), 5.0, "diagnostics")
+    assert [diagnostic_values(a, "perception") for a in got["diag"]][-1][0] == 1  # recent bad frames: WARN
+
+
+def test_older_frames_than_the_newest_are_dropped(harness, tiny_model):
+    from node_helpers import rgb_image
+
+    node, publisher, got = start_perception(harness, tiny_model)
+    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (20, 0)), True)
+    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (19, 0)), False)
+    assert node.counts["out_of_order_frames"] == 1
+
+
+def test_compressed_images_are_decoded(harness, tiny_model):
+    from sensor_msgs.msg import CompressedImage
+
+    from liquid_control.runtime import PerceptionRuntime
+    from node_helpers import rgb_image
+
+    node, publisher, got = start_perception(harness, tiny_model, compressed=True)
+    image = rgb_image(48, 64, seed=5)
+    ok, png = cv2.imencode(".png", image[:, :, ::-1])  # OpenCV writes BGR
+    msg = CompressedImage(format="png", data=png.tobytes())
+    msg.header.stamp.sec = 30
+    send(harness, publisher, got, msg, True)
+    expected = PerceptionRuntime(tiny_model, backend="torch").features(image, "rgb8")
+    np.testing.assert_allclose(decode(got["features"][-1]), expected, atol=1e-5)
+    corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(50))
+    corrupt.header.stamp.sec = 31
+    send(harness, publisher, got, corrupt, False)
+    assert node.counts["bad_frames"] == 1 and "corrupt" in node.last_error
