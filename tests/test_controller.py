@@ -114,3 +114,18 @@ def test_world_rejects_bad_commands():
             world.step([0.0, 0.0, 0.0])
         with pytest.raises(ValueError, match="finite"):
             world.step([0.0, math.nan, 0.0, 0.0])
+
+
+def test_state_api_matches_the_fast_path():
+    airframe = load_airframe("cf2x")
+    sim = QuadrotorSim(airframe)
+    sim.reset((0.0, 0.0, 2.0), 0.4)
+    for _ in range(30):  # get into a non-trivial attitude and velocity
+        sim.step([airframe.hover_rpm * f for f in (1.05, 1.0, 0.97, 1.02)])
+    command = (0.7, -0.2, 0.3, 0.5)
+    a, b = VelocityController(airframe), VelocityController(airframe)
+    a.reset(0.4)
+    b.reset(0.4)
+    fast = a.compute_rpm(sim.velocity_world, sim.rotation, sim.angular_velocity_body, command, sim.dt)
+    np.testing.assert_allclose(b.compute(sim.state(), command, sim.dt), fast, rtol=1e-12)
+    sim.close()

@@ -34,8 +34,9 @@ CRASH_TILT_COS = math.cos(math.radians(60.0))  # touching the ground tilted more
 
 @dataclass
 class Frame:
-    """A camera image: uint8 HxWx3 RGB, the sim time it was captured at (s), a per-episode sequence number,
-    and the float32 optical z-depth (m) when the camera has depth enabled."""
+    """A camera image: uint8 HxWx3 RGB, the sim time it was captured at (s), a per-episode capture
+    number (dropped captures use up numbers too, so gaps reveal drops), and the float32 optical
+    z-depth (m, inf for sky) when the camera has depth enabled."""
 
     image: np.ndarray
     capture_time_s: float
