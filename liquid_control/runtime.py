@@ -180,6 +180,8 @@ def _load(source: Source, role: str) -> tuple[Optional[nn.Module], Optional[Any]
 class PolicyRuntime:
     """Runs the policy one step at a time and holds its recurrent state.
 
+    Not thread-safe: one caller at a time (the policy node's single-threaded executor).
+
     ``step(features (F,), timespan) -> command (4,)``: `timespan` is the time since the
     previous step's features in nominal frame periods (1.0 = on time; see DESIGN.md
     "Timespans"); the command is [vx, vy, vz (m/s), yaw rate (rad/s)] in body FLU.
