@@ -16,6 +16,11 @@ needs onnxscript (~1-4 s per graph here). The legacy TorchScript exporter
 it drops unused inputs (``timespan`` of the LSTM/GRU/MLP baselines), which
 would break the common signature, so it is not used.
 
+CfC policies without backbone (the wired default) are exported in a folded deploy
+form (`_FoldedCfCStep`: masks, normalisation and command scale folded into the
+weights, one recurrent matmul), the same function in fewer onnxruntime nodes;
+metadata ``graph_form`` says which form a file holds.
+
 Every export is checked with onnxruntime against the PyTorch model on random
 inputs (`verify_policy`, `verify_perception` return the max |difference|).
 """
