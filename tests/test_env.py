@@ -159,3 +159,16 @@ def test_cli_expert_reports_a_bad_suite(tmp_path, capsys):
     assert cli.main(["expert", "--suite", str(suite), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(suite) in err and "episodes" in err
+
+
+def test_every_shipped_scenario_builds_a_valid_world_configuration():
+    from liquid_control.paths import share_path
+    from liquid_control.simulation.airframe import load_airframe
+    from liquid_control.simulation.episode import effects_from_spec
+
+    names = sorted(p.stem for p in share_path("sim", "scenarios").glob("*.yaml"))
+    assert len(names) >= 20
+    for name in names:
+        for seed in (0, 1):
+            spec = sample_episode(load_scenario(name), seed)
+            scene_from_spec(spec), effects_from_spec(spec), load_airframe(spec.airframe)  # validate, raise if bad

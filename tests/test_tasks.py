@@ -47,9 +47,13 @@ def test_projection_known_answers():
     assert not behind.in_view
     # Yawing the drone 90° left puts a target on +y straight ahead.
     assert project_point(state((0, 0, 1), yaw=math.pi / 2), np.array([0.0, 3.0, 1.0]), cam).centred
-    # Off to the side by 20°: visible (half-FOV ~37.6°) but not centred (tolerance 15% of width ~ ±11°).
+    # Off to the side by 20°: visible (half-FOV ~37.6°) but not centred (tolerance 15% of width ~ ±13°).
     side = project_point(state((0, 0, 1)), np.array([4.0, 4.0 * math.tan(math.radians(20)), 1.0]), cam)
     assert side.in_view and not side.centred
+    # The centring tolerance edge: 19.2 px = 13.0° at f = 83.1 px.
+    for degrees, centred in ((12.0, True), (-12.0, True), (14.0, False), (-14.0, False)):
+        p = np.array([4.0, 4.0 * math.tan(math.radians(degrees)), 1.0])
+        assert project_point(state((0, 0, 1)), p, cam).centred is centred, degrees
     # A camera tilted down 10° (pitch_deg > 0) sees a level target above the image centre.
     down = project_point(state((0, 0, 1)), np.array([4.0, 0.0, 1.0]), Camera(pitch_deg=10.0))
     assert down.v == pytest.approx(cy - focal * math.tan(math.radians(10.0)))

@@ -10,7 +10,7 @@ Success predicates (distances are 3-D, drone centre to target centre):
   * fly_to_target: distance in [0.5, 1.5] m, speed <= 0.3 m/s and the target
     centred in the image, all held for 2 s without a break. "Centred": the
     target centre projects within 15% of the image width of the vertical centre
-    line (about ±11° at the default 60° vertical / 75° horizontal field of view)
+    line (about ±13° at the default 60° vertical / 75° horizontal field of view)
     and inside the image vertically.
   * target_loop: reach each target (distance <= 1.5 m) in order; the next one
     appears when the current one is reached. Success when all are reached.
