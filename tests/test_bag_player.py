@@ -59,12 +59,17 @@ class Collector:
 
 
 def write_numbered_bag(path, count: int = 10, period_ns: int = 100_000_000):
-    """/cmd_vel TwistStamped with linear.x = i every period, and one image 50 ms in."""
+    """/cmd_vel TwistStamped with linear.x = i every period, one image 50 ms in, and a recorded
+    /clock saying 1 s (which --clock must not replay: its /clock comes from bag time)."""
     rgb = bf.random_rgb(9, 13)
     image, _ = bf.image_msg(BAG_START_NS, rgb, "rgb8")
     with BagWriter(path) as writer:
         writer.add_topic("/cmd_vel", bf.TWIST_STAMPED)
         writer.add_topic("/camera/image_raw", bf.IMAGE)
+        writer.add_topic("/clock", "rosgraph_msgs/msg/Clock")
+        writer.write("/clock", BAG_START_NS + 10_000_000, bf.TYPESTORE.serialize_cdr(
+            bf.T["rosgraph_msgs/msg/Clock"](clock=bf.T["builtin_interfaces/msg/Time"](sec=1, nanosec=0)),
+            "rosgraph_msgs/msg/Clock").tobytes())
         for i in range(count):
             entry = bf.Entry("/cmd_vel", bf.TWIST_STAMPED, BAG_START_NS + i * period_ns,
                              bf.twist_stamped_msg(BAG_START_NS + i * period_ns, [float(i), 0.0, 0.0, 0.0]))

@@ -46,6 +46,28 @@ def test_raw_images_and_commands_round_trip(tmp_path, kind, encoding):
         assert sample.stamp_ns == entry.log_time_ns - 500_000
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("mode", ["file", "message"])
+def test_rosbag2_compressed_bags(tmp_path, storage, mode):
+    """rosbag2's --compression-mode file/message (zstd), as rosbags writes it."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    entries = bf.standard_entries(n=3, height=5, width=6)
+    path = tmp_path / "compressed"
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    writer.set_compression(CompressionMode.FILE if mode == "file" else CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=bf.TYPESTORE)
+                       for topic, msgtype in {e.topic: e.msgtype for e in entries}.items()}
+        for entry in entries:
+            writer.write(connections[entry.topic], entry.log_time_ns, bf.cdr(entry))
+    with BagReader(path) as reader:
+        frames = list(reader.images())
+        assert len(list(reader.commands())) == 3
+    for frame, entry in zip(frames, [e for e in entries if e.msgtype == bf.IMAGE]):
+        np.testing.assert_array_equal(frame.image, entry.expected)
+
+
 def test_row_padding_and_odd_sizes(tmp_path):
     entries = []
     for i, (h, w, enc) in enumerate([(1, 1, "rgb8"), (5, 3, "bgr8"), (17, 640, "mono8"), (31, 7, "rgb8")]):
@@ -197,6 +219,10 @@ def test_missing_and_empty(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BagError, match="holds no .mcap or .db3"):
         BagReader(tmp_path / "empty")
+    (tmp_path / "badmeta").mkdir()
+    (tmp_path / "badmeta" / "metadata.yaml").write_text("just: [unclosed")
+    with pytest.raises(BagError, match="metadata.yaml is unreadable"):
+        BagReader(tmp_path / "badmeta")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(BagError, match="not a rosbag2 storage file"):
         BagReader(tmp_path / "notes.txt")

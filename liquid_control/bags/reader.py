@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from liquid_control.bags import BagError
 from liquid_control.bags.images import image_message_to_rgb
@@ -82,11 +83,17 @@ def _storage_file(path: Path) -> tuple[Path, str]:
         if storage is None:
             raise BagError(f"{path} is not a rosbag2 storage file (expected .mcap or .db3)")
         return path, storage
+    metadata = path / "metadata.yaml"
+    if metadata.is_file():
+        # rosbags reads the directory (also file-compressed bags, e.g. *.mcap.zstd) through its metadata.
+        try:
+            info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
+            return path, str(info["storage_identifier"])
+        except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError) as err:
+            raise BagError(f"bag {path}: metadata.yaml is unreadable or not rosbag2 metadata ({err!r})") from err
     files = [p for p in sorted(path.iterdir()) if p.suffix in STORAGE_SUFFIXES]
     if not files:
         raise BagError(f"bag directory {path} holds no .mcap or .db3 file")
-    if (path / "metadata.yaml").is_file():
-        return path, STORAGE_SUFFIXES[files[0].suffix]
     if len(files) > 1:
         raise BagError(f"bag directory {path} has no metadata.yaml and several storage files: "
                        f"{', '.join(p.name for p in files)}")

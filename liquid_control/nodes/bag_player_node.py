@@ -63,6 +63,9 @@ class BagPlayerNode(Node):
         for topic, info in self.reader.topics.items():
             if only and topic not in only:
                 continue
+            if self.params["clock"] and self.remap.get(topic, topic) == "/clock":
+                self.get_logger().info(f"not playing the bag's {topic}: /clock comes from bag time (clock:=true)")
+                continue
             try:
                 cls = message_class(info.msgtype)
             except ValueError as err:
@@ -102,10 +105,13 @@ class BagPlayerNode(Node):
             if self.params["wait_for_subscribers_s"] > 0:
                 self.wait_for_subscribers()
             while not self.stop.is_set():
+                started = time.monotonic()
                 self.play_once()
                 self.loops += 1
                 if not self.params["loop"]:
                     break
+                # A bag whose messages share one log time would otherwise loop as fast as the CPU allows.
+                self.stop.wait(max(0.0, 0.01 - (time.monotonic() - started)))
         except Exception as err:  # a corrupt message half-way: stop cleanly and say why
             self.get_logger().error(f"playback stopped: {err}")
         if not self.stop.is_set():
