@@ -42,7 +42,7 @@ def test_same_seed_same_trajectory_and_images():
                 frames.append(None if frame is None else (frame.seq, frame.capture_time_s, frame.image))
             return np.array(states), frames
 
-    (s1, f1), (s2, f2), (s3, f3) = run(3), run(3), run(4)
+    (s1, f1), (s2, f2), (s3, _) = run(3), run(3), run(4)
     np.testing.assert_array_equal(s1, s2)
     assert [f is None for f in f1] == [f is None for f in f2]
     for a, b in zip(f1, f2):
