@@ -1,6 +1,5 @@
 """The episode runner, the gymnasium env and the expert CLI on the real simulator (short episodes)."""
 import math
-from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np

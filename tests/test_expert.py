@@ -1,7 +1,6 @@
 """The expert's control law: known answers on synthetic states, limits, smoothness, and closed-loop
 success against an ideal velocity-tracking vehicle (the physics version is in test_env.py)."""
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest

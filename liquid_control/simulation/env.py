@@ -21,7 +21,6 @@ terminated: success, crash, arena exit or (chase) too much time out of band; tru
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym

@@ -23,7 +23,7 @@ and what is allowed. No ROS here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -502,13 +502,6 @@ class EpisodeSpec:
     latency_mean_s: float
     latency_jitter_s: float
     chase_path: ChasePath | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value
-        return out
 
 
 def _polar(origin: np.ndarray, heading: float, range_m: float, height: float) -> np.ndarray:
