@@ -280,13 +280,17 @@ class RayCastRenderer:
         y0 = r1[0] * dx + r1[1] * dy + r1[2] * dz
         z0 = r2[0] * dx + r2[1] * dy + r2[2] * dz
         h, w = self.cfg.height, self.cfg.width
-        z_reach = abs(r2[0]) * hx + abs(r2[1]) * hy + abs(r2[2]) * hz
+        sphere = item.shape == "sphere"  # a sphere's box can be taken axis-aligned in the camera frame
+        z_reach = hx if sphere else abs(r2[0]) * hx + abs(r2[1]) * hy + abs(r2[2]) * hz
         if z0 + z_reach <= NEAR_M:
             return None  # entirely behind the camera
         if z0 - z_reach <= NEAR_M:
             return 0, h, 0, w  # straddles the image plane: test every pixel
-        k = self.K
-        fx, fy, px, py = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+        if sphere:
+            near, far = z0 - hx, z0 + hx
+            u_lo, u_hi = min((x0 - hx) / near, (x0 - hx) / far), max((x0 + hx) / near, (x0 + hx) / far)
+            v_lo, v_hi = min((y0 - hx) / near, (y0 - hx) / far), max((y0 + hx) / near, (y0 + hx) / far)
+            return self._pixel_window(u_lo, u_hi, v_lo, v_hi)
         # Optical-frame half-axis vectors of the box; corners = centre +- a +- b +- c.
         ax, ay, az = r0[0] * hx, r1[0] * hx, r2[0] * hx
         bx, by, bz = r0[1] * hy, r1[1] * hy, r2[1] * hy
@@ -299,9 +303,15 @@ class RayCastRenderer:
                 for x, y, z in ((qx - cx_, qy - cy_, qz - cz_), (qx + cx_, qy + cy_, qz + cz_)):
                     us.append(x / z)
                     vs.append(y / z)
-        u_lo, u_hi, v_lo, v_hi = min(us), max(us), min(vs), max(vs)
-        u0, u1 = max(int(math.floor(fx * u_lo + px)), 0), min(int(math.ceil(fx * u_hi + px)) + 1, w)
-        v0, v1 = max(int(math.floor(fy * v_lo + py)), 0), min(int(math.ceil(fy * v_hi + py)) + 1, h)
+        return self._pixel_window(min(us), max(us), min(vs), max(vs))
+
+    def _pixel_window(self, u_lo: float, u_hi: float, v_lo: float, v_hi: float):
+        """Pixel rows/cols covering normalised image coordinates [u_lo, u_hi] x [v_lo, v_hi], or None."""
+        k, h, w = self.K, self.cfg.height, self.cfg.width
+        u0 = max(int(math.floor(k[0, 0] * u_lo + k[0, 2])), 0)
+        u1 = min(int(math.ceil(k[0, 0] * u_hi + k[0, 2])) + 1, w)
+        v0 = max(int(math.floor(k[1, 1] * v_lo + k[1, 2])), 0)
+        v1 = min(int(math.ceil(k[1, 1] * v_hi + k[1, 2])) + 1, h)
         if u0 >= u1 or v0 >= v1:
             return None
         return v0, v1, u0, u1
