@@ -151,6 +151,14 @@ def test_missing_scenario_file_and_circular_extends(tmp_path):
         load_scenario(tmp_path / "a.yaml")
 
 
+def test_bad_value_inherited_through_extends_names_the_chain(tmp_path):
+    write(tmp_path, "base.yaml", "task: chase\nwind: {speed_mps: [0, 99]}\n")
+    path = write(tmp_path, "child.yaml", "extends: base.yaml\nduration_s: 10\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.key == "wind.speed_mps" and "extends 'base.yaml'" in str(info.value)
+
+
 def test_extends_replaces_only_named_keys(tmp_path):
     path = write(tmp_path, "x.yaml", "extends: train_fly_to_target\ntarget: {range_m: [4, 5]}\n")
     scenario = load_scenario(path)

@@ -354,7 +354,16 @@ def validate_scenario(data: dict[str, Any], file: str | Path = "<scenario>", nam
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load and validate a scenario by name (``sim/scenarios/<name>.yaml``) or path."""
     path = scenario_path(name_or_path)
-    return validate_scenario(_resolve_raw(path), file=path, name=path.stem)
+    raw = _resolve_raw(path)
+    try:
+        return validate_scenario(raw, file=path, name=path.stem)
+    except ScenarioError as err:
+        base = _read_yaml(path).get("extends")
+        if base is None:
+            raise
+        # Point at the chain: the bad value may sit in the base file.
+        raise ScenarioError(path, err.key, f"{err.problem} (this file extends {base!r}; "
+                                           "the value may come from there)") from None
 
 
 # ----------------------------------------------------------------------------------------------
