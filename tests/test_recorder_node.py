@@ -211,3 +211,29 @@ def test_bad_parameters_and_unknown_types(tmp_path, ros):
 
     with pytest.raises(BagError, match="already exists"):
         RecorderNode([Parameter("output", value=str(tmp_path / "b"))])
+
+
+def test_flushes_while_simulated_time_stands_still(tmp_path, ros):
+    """use_sim_time with no /clock (a crashed simulator): the flush timer still runs on the steady clock."""
+    from liquid_control.nodes.recorder_node import RecorderNode
+
+    bag = tmp_path / "sim_time"
+    topic = TOPIC + "_sim_time"
+    recorder = RecorderNode([Parameter("output", value=str(bag)), Parameter("use_sim_time", value=True),
+                             Parameter("flush_period_s", value=0.3),
+                             Parameter("topics", Parameter.Type.STRING_ARRAY, [topic]),
+                             Parameter("types", Parameter.Type.STRING_ARRAY, [f"{topic}:={bf.TWIST_STAMPED}"])])
+    publisher = NumberedPublisher(ros, topic)
+    try:
+        with bf.Spinner(recorder):
+            assert bf.wait_until(lambda: publisher.publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S)
+            assert bf.wait_until(lambda: (publisher.publish(1), recorder.counts[topic] > 0)[1], DISCOVERY_TIMEOUT_S)
+            sent = len(publisher.sent)
+            assert bf.wait_until(lambda: recorder.counts[topic] == sent, 5.0)
+            # The bag is never closed here: only the periodic flush can put the messages on disk.
+            assert bf.wait_until(lambda: yaml.safe_load((bag / "metadata.yaml").read_text())[
+                "rosbag2_bagfile_information"]["message_count"] == sent, 3.0)
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+        publisher.close()

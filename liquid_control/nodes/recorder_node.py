@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -91,12 +92,15 @@ class RecorderNode(Node):
         self.started = time.monotonic()
         self.diagnostics = DiagnosticsPublisher(self)
         self.discover()
-        self.create_timer(self.params["discovery_period_s"], self.discover)
+        # Housekeeping runs on the steady clock: under use_sim_time a crashed simulator freezes ROS
+        # time, and a ROS-time flush timer would then never fire again.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.params["discovery_period_s"], self.discover, clock=steady)
         # A tenth of the period: quiet topics are flushed at most 1.1 flush periods after arrival.
-        self.create_timer(self.params["flush_period_s"] / 10, self.writer.flush_if_due)
-        self.create_timer(1.0, self.publish_diagnostics)
+        self.create_timer(self.params["flush_period_s"] / 10, self.writer.flush_if_due, clock=steady)
+        self.create_timer(1.0, self.publish_diagnostics, clock=steady)
         if self.params["max_duration_s"] > 0:
-            self.create_timer(self.params["max_duration_s"], lambda: self.context.try_shutdown())
+            self.create_timer(self.params["max_duration_s"], lambda: self.context.try_shutdown(), clock=steady)
         self.get_logger().info(f"recording {'all topics' if self.record_all else sorted(self.requested)} "
                                f"into {self.writer.bag_dir}")
 
