@@ -29,7 +29,7 @@ import yaml
 
 from liquid_control.paths import share_path
 
-ParameterValue = Union[bool, int, float, str]
+ParameterValue = Union[bool, int, float, str, Sequence[str]]
 _PR_SET_PDEATHSIG = 1
 
 
@@ -62,13 +62,17 @@ def format_parameter(value: ParameterValue) -> str:
     if isinstance(value, float):
         text = repr(value)
         return text if any(c in text for c in ".eEn") else text + ".0"
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"list parameter values must be non-empty lists of strings, got {value!r}")
+        return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in value) + "]"
     if isinstance(value, str):
         try:
             plain = yaml.safe_load(value) == value and "\n" not in value
         except yaml.YAMLError:
             plain = False
         return value if plain and value else "'" + value.replace("'", "''") + "'"
-    raise TypeError(f"parameter value {value!r} must be bool, int, float or str")
+    raise TypeError(f"parameter value {value!r} must be bool, int, float, str or a list of str")
 
 
 def node_command(node: NodeLaunch, use_sim_time: bool, python: str = sys.executable) -> list[str]:
