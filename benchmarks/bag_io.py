@@ -163,7 +163,8 @@ def main() -> int:
         start = time.perf_counter()
         with BagReader(bag) as reader:
             count = sum(1 for _ in reader.images())
-        print(f"\nBagReader.images() CompressedImage jpeg 640x480: {count / (time.perf_counter() - start):.0f} frames/s")
+        rate = count / (time.perf_counter() - start)
+        print(f"\nBagReader.images() CompressedImage jpeg 640x480: {rate:.0f} frames/s")
         frames = min(args.frames // 4, 500)
         print(f"\nevaluate-bag over {frames} frames:")
         for name, seconds in bench_evaluate(root, frames).items():

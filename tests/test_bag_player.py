@@ -86,7 +86,8 @@ def test_replay_timing_rate_remap_and_clock(tmp_path, ros):
     collector = Collector(ros, {"/play_test/cmd": TwistStamped, "/play_test/image": Image, "/clock": Clock})
     process = bf.cli_process("replay", str(bag), "--rate", "2", "--remap", "/cmd_vel:=/play_test/cmd",
                              "camera/image_raw:=/play_test/image", "--clock", "--clock-rate", "50",
-                             "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S), "--delay", SETTLE_S, log_path=tmp_path / "player.log")
+                             "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S), "--delay", SETTLE_S,
+                             log_path=tmp_path / "player.log")
     try:
         with bf.Spinner(ros):
             assert process.wait(timeout=DISCOVERY_TIMEOUT_S + 15) == 0, (tmp_path / "player.log").read_text()
@@ -113,7 +114,8 @@ def test_start_offset_and_loop(tmp_path, ros):
     collector = Collector(ros, {"/loop_test/cmd": TwistStamped})
     process = bf.cli_process("replay", str(bag), "--rate", "4", "--start-offset", "0.55", "--loop",
                              "--topics", "/cmd_vel", "--remap", "/cmd_vel:=/loop_test/cmd",
-                             "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S), "--delay", SETTLE_S, log_path=tmp_path / "player.log")
+                             "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S), "--delay", SETTLE_S,
+                             log_path=tmp_path / "player.log")
     try:
         with bf.Spinner(ros):
             assert bf.wait_until(lambda: len(collector.get("/loop_test/cmd")) >= 10, DISCOVERY_TIMEOUT_S + 10), \
@@ -158,8 +160,8 @@ def test_round_trip_record_replay_record(tmp_path, ros):
 
     recorder = bf.cli_process("record", "-o", str(second), "--topics", *topics, "--types", *types,
                               log_path=tmp_path / "second.log")
-    player = bf.cli_process("replay", str(first), "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S), "--delay", SETTLE_S,
-                            log_path=tmp_path / "player.log")
+    player = bf.cli_process("replay", str(first), "--wait-for-subscribers", str(DISCOVERY_TIMEOUT_S),
+                            "--delay", SETTLE_S, log_path=tmp_path / "player.log")
     try:
         assert player.wait(timeout=DISCOVERY_TIMEOUT_S + 15) == 0, (tmp_path / "player.log").read_text()
         time.sleep(0.3)

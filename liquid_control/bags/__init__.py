@@ -8,8 +8,9 @@ Modules:
   truncated MCAPs (repaired into a temporary copy), with image/command topic
   auto-detection.
 - `images`: sensor_msgs/Image and CompressedImage payloads to RGB uint8 arrays.
+- `evaluate`: perception + policy over a bag's images, compared with its recorded commands.
 
-Nothing here imports rclpy; the ROS side lives in `liquid_control.nodes`.
+Nothing here imports rclpy; the ROS side lives in `liquid_control.nodes`. See docs/BAGS.md.
 """
 from __future__ import annotations
 

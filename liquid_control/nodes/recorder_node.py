@@ -19,7 +19,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
