@@ -32,11 +32,14 @@ from liquid_control.simulation.episode import Observation
 class PolicyController:
     """Model file -> episode Controller, using the deployed runtimes (see module docstring)."""
 
-    def __init__(self, model: str | Path, backend: str = "auto", stale_after_s: float = 0.5) -> None:
+    def __init__(self, model: str | Path, backend: str = "auto", stale_after_s: float = 0.5,
+                 policy_source: str | Path | None = None) -> None:
+        """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
+        policy .onnx) is given: exported once, these load in well under a second per worker."""
         from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
         self.perception = PerceptionRuntime(model, backend=backend)
-        self.policy = PolicyRuntime(model, backend=backend)
+        self.policy = PolicyRuntime(policy_source or model, backend=backend)
         check_pair(self.perception, self.policy)
         self.frame_period_s = self.policy.frame_period_s
         self.stale_after_s = float(stale_after_s)
@@ -76,11 +79,21 @@ class PolicyController:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model: str, backend: str) -> None:
+def _init_worker(model: str, backend: str, policy_source: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["controller"] = PolicyController(model, backend=backend)
+    _WORKER["controller"] = PolicyController(model, backend=backend, policy_source=policy_source)
+
+
+def _runtime_backend(backend: str) -> str:
+    if backend != "auto":
+        return backend
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnxruntime"
 
 
 def _fly(job: tuple) -> dict[str, Any]:
@@ -173,23 +186,36 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
                     str(Path(plots_dir) / suite.name / f"{entry.scenario.name}_{seed:06d}.png")
                 jobs.append((suite.name, entry.scenario, seed, duration_s, plot))
     start = time.perf_counter()
+    backend = _runtime_backend(backend)
+    sources: tuple[str, ...] = (str(model), backend)
+    export_dir = None
+    if backend == "onnxruntime":  # export + verify once here, not once per worker
+        import tempfile
+
+        from liquid_control.export import export_model_file
+
+        export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
+        exported = export_model_file(model, export_dir.name)
+        sources = (str(exported.perception_path), backend, str(exported.policy_path))
     bar = tqdm(total=len(jobs), desc=f"evaluate {Path(model).name}", unit="ep", disable=not progress,
                file=sys.stderr)
     results: list[dict[str, Any]] = []
     try:
         if workers == 1:
-            _init_worker(str(model), backend)
+            _init_worker(*sources)
             for job in jobs:
                 results.append(_fly(job))
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                     initargs=(str(model), backend)) as pool:
+                                     initargs=sources) as pool:
                 for metrics in pool.map(_fly, jobs, chunksize=1):
                     results.append(metrics)
                     bar.update()
     finally:
         bar.close()
+        if export_dir is not None:
+            export_dir.cleanup()
     report: dict[str, dict[str, Any]] = {}
     for suite in loaded:
         ms = [m for m in results if m["suite"] == suite.name]

@@ -1,0 +1,121 @@
+"""Closed-loop evaluation: the deployed-path controller (timespans, hold, fail-safe) and the suite report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from liquid_control.cli import main as cli_main
+from liquid_control.learning.evaluate import PolicyController, evaluate_suites, summarise
+from liquid_control.learning.train import build_models, load_config
+from liquid_control.models import save_model
+from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
+from liquid_control.simulation.drone_world import Frame
+from liquid_control.simulation.episode import Observation
+
+PERIOD = 1.0 / 30.0
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, repo_root):
+    import torch
+
+    torch.manual_seed(0)
+    perception, policy = build_models(load_config(repo_root / "config" / "train_tiny.yaml"))
+    with torch.no_grad():  # a readout bias so that commands are clearly non-zero
+        policy.readout.bias.copy_(torch.tensor([0.5, -0.2, 0.1, 0.3]))
+    return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", policy=policy, perception=perception)
+
+
+@pytest.fixture()
+def tiny_suite(tmp_path):
+    path = tmp_path / "tiny_eval.yaml"
+    path.write_text("scenarios:\n  - {scenario: train_fly_to_target, episodes: 2}\n")
+    return path
+
+
+def _obs(time_s, frame):
+    return Observation(time_s, frame, frame, None, np.zeros(3), np.zeros(3), "fly_to_target")
+
+
+def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model):
+    controller = PolicyController(tiny_model, backend="torch")
+    perception = PerceptionRuntime(tiny_model, backend="torch")
+    reference = PolicyRuntime(tiny_model, backend="torch")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    captures = [0.0, PERIOD, 2 * PERIOD, 4 * PERIOD]  # the frame at 3 periods was dropped
+    controller.reset(None)
+    for k, (image, capture) in enumerate(zip(images, captures)):
+        command = controller.act(_obs(capture + 0.01, Frame(image, capture, k)))
+        expected = reference.step(perception.features(image, "rgb8"), [1.0, 1.0, 1.0, 2.0][k])
+        np.testing.assert_allclose(command, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(controller.timespans, [1.0, 1.0, 1.0, 2.0], rtol=1e-9)
+    assert np.abs(command).max() > 0.05
+
+    held = controller.act(_obs(5 * PERIOD, None))  # no new frame: hold the last command
+    np.testing.assert_array_equal(held, command)
+    same_frame = controller.act(_obs(5 * PERIOD, Frame(images[3], captures[3], 3)))  # already consumed
+    np.testing.assert_array_equal(same_frame, command)
+    assert len(controller.timespans) == 4
+    stale = controller.act(_obs(4 * PERIOD + 0.6, None))  # no image for 0.6 s: hover
+    np.testing.assert_array_equal(stale, np.zeros(4))
+
+    bad = controller.act(_obs(1.0, Frame(np.zeros((96, 128), np.uint8), 1.0, 9)))  # rgb8 with 2-D data
+    np.testing.assert_array_equal(bad, np.zeros(4))
+    assert controller.failsafe_events == 1
+    np.testing.assert_array_equal(controller.policy.state, np.zeros(controller.policy.state_size))  # reset
+
+
+def test_summary_row_known_answer():
+    metrics = [
+        {"success": True, "time_to_goal_s": 4.0, "final_distance_m": 1.0, "crashed": False, "left_arena": False,
+         "reason": "success"},
+        {"success": True, "time_to_goal_s": 6.0, "final_distance_m": 1.2, "crashed": False, "left_arena": False,
+         "reason": "success"},
+        {"success": False, "time_to_goal_s": float("nan"), "final_distance_m": 4.0, "crashed": True,
+         "left_arena": False, "reason": "crash"},
+        {"success": False, "time_to_goal_s": float("nan"), "final_distance_m": 2.6, "crashed": False,
+         "left_arena": False, "reason": "timeout", "failsafe_events": 2},
+    ]
+    row = summarise(metrics, "x")
+    assert row["success"]["successes"] == 2 and row["success"]["rate"] == 0.5
+    assert row["success"]["low"] == pytest.approx(0.15003, abs=1e-4)  # Wilson 95% for 2/4
+    assert row["success"]["high"] == pytest.approx(0.84997, abs=1e-4)
+    assert row["time_to_goal_s"] == 5.0 and row["final_distance_m"] == pytest.approx(2.2)
+    assert (row["crashes"], row["timeouts"], row["failsafe_events"]) == (1, 1, 2)
+
+
+def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tiny_suite, capsys):
+    report = evaluate_suites(tiny_model, [str(tiny_suite)], duration_s=1.0, backend="torch", progress=False,
+                             plots_dir=tmp_path / "plots")
+    assert len(report.episodes) == 2 and [m["seed"] for m in report.episodes] == [0, 1]
+    total = report.suites["tiny_eval"]["total"]
+    assert total["episodes"] == 2 and total["success"]["trials"] == 2
+    assert 0.0 <= total["success"]["low"] <= total["success"]["high"] <= 1.0
+    assert np.isfinite(total["final_distance_m"]) and isinstance(total["crashes"], int)
+    for m in report.episodes:
+        assert m["policy_steps"] >= 20 and m["steps"] == 30  # the policy ran on (nearly) every 30 Hz frame
+    assert sorted(p.name for p in (tmp_path / "plots" / "tiny_eval").iterdir()) == \
+        ["train_fly_to_target_000000.png", "train_fly_to_target_000001.png"]
+    table = report.markdown()
+    assert "| tiny_eval | train_fly_to_target | 2 |" in table and "| tiny_eval | **all** | 2 |" in table
+
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    code = cli_main(["evaluate", "--model", str(tiny_model), "--suite", str(tiny_suite), "--episodes", "1",
+                     "--duration", "0.5", "--backend", "torch", "--workers", "2", "--json", str(out_json),
+                     "--markdown", str(out_md), "--no-progress"])
+    assert code == 0
+    data = json.loads(out_json.read_text())
+    assert set(data["suites"]["tiny_eval"]) == {"total", "scenarios", "seeds"}
+    assert data["suites"]["tiny_eval"]["total"]["episodes"] == 1
+    assert "success [95% Wilson]" in out_md.read_text()
+    assert "success [95% Wilson]" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_bad_inputs(tmp_path, tiny_suite, capsys):
+    assert cli_main(["evaluate", "--model", str(tmp_path / "missing.safetensors"), "--no-progress"]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="workers"):
+        evaluate_suites(tmp_path / "x.safetensors", [str(tiny_suite)], workers=0)
