@@ -208,6 +208,12 @@ def test_repair_bag_in_place(tmp_path):
 
     complete = repair_bag(bag)
     assert complete.complete and complete.messages == -1  # already fine: untouched
+    cli_copy = tmp_path / "cli_copy"
+    shutil.copytree(killed, cli_copy)
+    from liquid_control import cli
+
+    assert cli.main(["record", "--repair", str(cli_copy)]) == 0 and mcap_has_footer(cli_copy / "bag_0.mcap")
+    assert cli.main(["record", "--repair", str(tmp_path / "absent")]) == 1
     result = repair_bag(killed)
     assert not result.complete and result.messages == 6
     assert (killed / "bag_0.mcap.truncated").exists() and mcap_has_footer(killed / "bag_0.mcap")
