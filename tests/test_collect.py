@@ -61,7 +61,11 @@ def test_collect_writes_one_shard_per_episode_and_resumes(tmp_path, tiny_suite):
     assert second.written == 1 and second.skipped_existing == 1
     assert (out / names[0]).stat().st_mtime_ns == mtimes[names[0]]  # finished shards untouched
     again = read_shard(out / names[1])
-    assert len(again) > 10 and (out / "collection.json").is_file()
+    assert len(again) > 10
+    import json
+
+    runs = json.loads((out / "collection.json").read_text())["runs"]
+    assert [r["written"] for r in runs] == [2, 1]  # a resumed run keeps the first run's record
 
 
 def test_collect_cli(tmp_path, tiny_suite, capsys):
@@ -75,3 +79,21 @@ def test_collect_cli(tmp_path, tiny_suite, capsys):
     assert cli_main(["collect", "--suite", str(tiny_suite), "--out", str(out), "--workers", "0"]) == 2
     with pytest.raises(SystemExit):
         cli_main(["collect", "--out", str(out), "--size", "12by16"])
+
+
+def test_dagger_episode_flies_the_policy_and_stores_expert_labels(tmp_path, repo_root):
+    import torch
+
+    from liquid_control.learning.train import build_models, load_config
+    from liquid_control.models import save_model
+
+    torch.manual_seed(0)
+    perception, policy = build_models(load_config(repo_root / "config" / "train_tiny.yaml"))
+    with torch.no_grad():
+        policy.readout.bias.copy_(torch.tensor([-0.5, 0.0, 0.0, -0.5]))  # backs away and turns: not the expert
+    model = save_model(tmp_path / "p.safetensors", policy=policy, perception=perception)
+    config = CollectConfig(height=12, width=16, duration_s=1.0, policy_path=str(model))
+    episode = collect_episode(load_scenario("train_fly_to_target"), 5, config)
+    assert episode.meta["controller"] == "dagger"
+    assert np.abs(episode.commands - episode.labels).max() > 0.3
+    assert episode.labels[:, 0].mean() > 0.2  # the expert wants to approach the target ahead

@@ -38,6 +38,8 @@ class CollectConfig:
     perturbation: the noise (see simulation.expert.PerturbationConfig).
     duration_s: override the scenarios' episode length (None: the scenario's).
     policy_path: a model file; when set, the policy flies (DAgger) and the expert only labels.
+    policy_backend: runtime for that policy; "torch" loads in milliseconds per episode, while
+        "onnxruntime" (the deploy path, numerically equal within 1e-5) exports for seconds first.
     """
 
     height: int = 48
@@ -46,6 +48,7 @@ class CollectConfig:
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     duration_s: float | None = None
     policy_path: str | None = None
+    policy_backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -68,7 +71,7 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
     if config.policy_path is not None:
         from liquid_control.learning.evaluate import PolicyController
 
-        controller: Any = PolicyController(config.policy_path)
+        controller: Any = PolicyController(config.policy_path, backend=config.policy_backend)
         labeller = ExpertController(episode_config.camera)
         mode = "dagger"
     elif is_perturbed(seed, config.perturbed_fraction):
@@ -173,12 +176,19 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
     summary = CollectSummary(out_dir=str(out), planned=len(planned), skipped_existing=len(planned) - len(jobs),
                              written=len(jobs), wall_s=time.perf_counter() - start, modes=modes)
     record = {"suite": suite.name, "episodes_per_scenario": episodes, "base_seed": base_seed,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "config": {**asdict(config), "perturbation": asdict(config.perturbation)}, **asdict(summary)}
-    _write_json_atomic(out / "collection.json", record)
+    _append_run(out / "collection.json", record)
     return summary
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def _append_run(path: Path, record: dict[str, Any]) -> None:
+    """Add one collection run to `path` ({"runs": [...]}, written atomically): resumed runs keep the history."""
+    runs: list[Any] = []
+    try:
+        runs = list(json.loads(path.read_text()).get("runs", []))
+    except (OSError, ValueError, AttributeError):
+        pass  # no (readable) record yet: start one
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.write_text(json.dumps({"runs": [*runs, record]}, indent=1, default=str))
     os.replace(tmp, path)
