@@ -350,20 +350,17 @@ def _intersect(item: SceneObject, rays: np.ndarray, oc) -> np.ndarray | None:
     sx, sy, sz = item.size_m  # type: ignore[misc]
     near = np.float32(NEAR_M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Misses are found by NaN: sqrt of a negative discriminant is NaN and NaN > near is False,
+        # which saves the separate discriminant tests (numpy call overhead dominates small windows).
         if item.shape == "sphere":
             radius = sx / 2.0
-            b = dx * ox + dy * oy + dz * oz
-            disc = b * b - (ox * ox + oy * oy + oz * oz - radius * radius)
-            hit = disc >= 0.0
-            if not hit.any():
-                return None
-            root = np.sqrt(np.maximum(disc, 0.0))
-            if single and ox * ox + oy * oy + oz * oz > radius * radius:
-                t = -b - root  # outside: entry point
-            else:
-                t = -b - root
-                t = np.where(t > near, t, root - b)  # inside the sphere: exit point
-            hit &= t > near
+            c = ox * ox + oy * oy + oz * oz - radius * radius  # < 0: origin inside the sphere
+            nb = dx * -ox + dy * -oy + dz * -oz  # -b: distance along the ray to the closest approach
+            root = np.sqrt(nb * nb - c)
+            t = nb - root  # entry point
+            if not single or c <= 0.0:
+                t = np.where(t > near, t, nb + root)  # inside the sphere: exit point
+            hit = t > near
         elif item.shape == "box":
             t_near, t_far = None, None
             for o, d, half in ((ox, dx, sx / 2.0), (oy, dy, sy / 2.0), (oz, dz, sz / 2.0)):
@@ -379,10 +376,11 @@ def _intersect(item: SceneObject, rays: np.ndarray, oc) -> np.ndarray | None:
             radius = sx / 2.0
             half_h = sz / 2.0
             a = dx * dx + dy * dy
-            b = dx * ox + dy * oy
-            disc = b * b - a * (ox * ox + oy * oy - radius * radius)
-            t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-            hit = (disc >= 0.0) & (t_side > near) & (np.abs(oz + t_side * dz) <= half_h)
+            nb = dx * -ox + dy * -oy
+            root = np.sqrt(nb * nb - a * (ox * ox + oy * oy - radius * radius))
+            t_side = (nb - root) / a
+            z_side = oz + t_side * dz
+            hit = (t_side > near) & (z_side <= half_h) & (z_side >= -half_h)
             t = t_side
             # Caps: the top (z = +h/2) is seen from above, the bottom from below. From a single
             # origin between the two planes no cap can be seen from outside: skip the work.
