@@ -139,6 +139,10 @@ def test_bad_world_arguments_are_named():
             world.reset(SceneConfig(), (0.0, 1.0))
         with pytest.raises(TypeError, match="SceneConfig"):
             world.reset({"target": None})
+    with pytest.raises(RuntimeError, match="closed"):
+        world.step([0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(RuntimeError, match="closed"):
+        world.reset()
 
 
 def test_sensor_noise_disturbs_the_controller_but_hover_holds():

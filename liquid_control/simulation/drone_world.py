@@ -84,6 +84,8 @@ class DroneWorld:
 
         seed None: the constructor seed for the first episode, then seed + episode index.
         """
+        if self._sim.client < 0:
+            raise RuntimeError("this DroneWorld is closed; make a new one")
         if scene is not None and not isinstance(scene, SceneConfig):
             raise TypeError(f"scene must be a SceneConfig, got {type(scene).__name__}")
         self.scene = scene or SceneConfig()
@@ -109,6 +111,8 @@ class DroneWorld:
         return self._state
 
     def _require_reset(self) -> None:
+        if self._sim.client < 0:
+            raise RuntimeError("this DroneWorld is closed; make a new one")
         if self._renderer is None:
             raise RuntimeError("DroneWorld.reset() must be called before step()/render()")
 
