@@ -40,7 +40,6 @@ def test_raw_images_and_commands_round_trip(tmp_path, kind, encoding):
         np.testing.assert_array_equal(frame.image, entry.expected)
         assert frame.encoding == encoding
         assert frame.stamp_ns == entry.log_time_ns - 1_000_000  # header stamp, not log time
-        assert frame.log_time_ns == entry.log_time_ns
     for sample, entry in zip(commands, expected_commands):
         np.testing.assert_allclose(sample.command, entry.expected)
         assert sample.stamp_ns == entry.log_time_ns - 500_000
@@ -259,7 +258,7 @@ def test_truncated_mcap_is_repaired_into_a_temporary_copy(tmp_path):
         mcap.write_bytes(data[:cut])
         with BagReader(bag) as reader:
             assert reader.repaired
-            got = [f.log_time_ns for f in reader.images()]
+            got = [stamp + 1_000_000 for stamp, _, _ in reader.images()]  # fixtures stamp 1 ms before logging
         assert 0 < len(got) < 12 and got == log_times[: len(got)]
         # Whole chunks only: the write that finds a flush due goes into the chunk it closes.
         assert len(got) == (4 if cut < chunk_starts[2] else 10)

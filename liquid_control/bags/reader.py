@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -61,19 +61,17 @@ class RawMessage:
     data: bytes
 
 
-@dataclass(frozen=True)
-class ImageFrame:
+class ImageFrame(NamedTuple):
+    """`for stamp_ns, image, encoding in reader.images()` works, as do the attribute names."""
+
     stamp_ns: int
     image: np.ndarray  # (H, W, 3) uint8 RGB
     encoding: str  # Image encoding, or 'jpeg'/'png' for a CompressedImage
-    log_time_ns: int
 
 
-@dataclass(frozen=True)
-class CommandSample:
+class CommandSample(NamedTuple):
     stamp_ns: int
     command: np.ndarray  # (4,) float64 [vx, vy, vz, yaw_rate]: m/s body FLU, rad/s CCW
-    log_time_ns: int
 
 
 def _storage_file(path: Path) -> tuple[Path, str]:
@@ -255,7 +253,7 @@ class BagReader:
                 image, encoding = image_message_to_rgb(msg)
             except BagError as err:
                 raise BagError(f"image on {topic!r} at log time {raw.log_time_ns} in bag {self.path}: {err}") from err
-            yield ImageFrame(_stamp_ns(msg, raw.log_time_ns), image, encoding, raw.log_time_ns)
+            yield ImageFrame(_stamp_ns(msg, raw.log_time_ns), image, encoding)
 
     def commands(self) -> Iterator[CommandSample]:
         """(stamp_ns, [vx, vy, vz, yaw_rate]) for each message on the command topic."""
@@ -266,7 +264,7 @@ class BagReader:
             msg = self.deserialize(raw)
             twist = msg.twist if raw.msgtype == TWIST_STAMPED_TYPE else msg
             command = np.array([twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z], dtype=np.float64)
-            yield CommandSample(_stamp_ns(msg, raw.log_time_ns), command, raw.log_time_ns)
+            yield CommandSample(_stamp_ns(msg, raw.log_time_ns), command)
 
     # -- lifetime --------------------------------------------------------------
     def _cleanup(self) -> None:
