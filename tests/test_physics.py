@@ -198,3 +198,45 @@ def test_bad_airframe_input_is_named(tmp_path):
     missing.write_text(text.replace("kf_n_per_rpm2: 3.16e-10", ""))
     with pytest.raises(ValueError, match="missing airframe parameters: kf_n_per_rpm2"):
         load_airframe(missing)
+
+
+def test_resultant_at_centre_equals_four_rotor_forces(cf2x):
+    """Our one-force-one-torque application matches PyBullet applying each rotor's force at its rotor."""
+    import dataclasses
+
+    import pybullet as pb
+
+    instant = dataclasses.replace(cf2x, motor_tau_s=1e-9, max_rpm_rate=1e12)  # no motor dynamics here
+    rpm = [cf2x.hover_rpm * f for f in (1.03, 0.98, 1.01, 0.99)]
+    sim = QuadrotorSim(instant, physics=PhysicsOptions(drag=False, ground_effect=False))
+    sim.reset((0.0, 0.0, 5.0), 0.2)
+    for _ in range(60):
+        sim.step(rpm)
+    ours = np.concatenate([sim.position, sim.quaternion])
+    sim.close()
+
+    cid = pb.connect(pb.DIRECT)
+    try:
+        pb.setTimeStep(1 / 240, physicsClientId=cid)
+        pb.setGravity(0, 0, -cf2x.gravity_mps2, physicsClientId=cid)
+        body = pb.loadURDF(str(cf2x.urdf_path), (0, 0, 5.0), pb.getQuaternionFromEuler((0, 0, 0.2)),
+                           flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=cid)
+        pb.changeDynamics(body, -1, linearDamping=0.0, angularDamping=0.0, physicsClientId=cid)
+        a = cf2x.rotor_offset_m
+        rotors = [(a, -a, 0.0), (-a, -a, 0.0), (-a, a, 0.0), (a, a, 0.0)]
+        yaw = cf2x.km_nm_per_rpm2 * (-rpm[0] ** 2 + rpm[1] ** 2 - rpm[2] ** 2 + rpm[3] ** 2)
+        for _ in range(60):
+            position, orientation = pb.getBasePositionAndOrientation(body, physicsClientId=cid)
+            rotation = np.array(pb.getMatrixFromQuaternion(orientation)).reshape(3, 3)
+            for r, offset in zip(rpm, rotors):
+                world_point = np.array(position) + rotation @ offset
+                pb.applyExternalForce(body, -1, rotation @ (0, 0, cf2x.kf_n_per_rpm2 * r * r), world_point,
+                                      pb.WORLD_FRAME, physicsClientId=cid)
+            pb.applyExternalTorque(body, -1, rotation @ (0, 0, yaw), pb.WORLD_FRAME, physicsClientId=cid)
+            pb.stepSimulation(physicsClientId=cid)
+        position, orientation = pb.getBasePositionAndOrientation(body, physicsClientId=cid)
+    finally:
+        pb.disconnect(cid)
+    reference = np.concatenate([position, orientation])
+    assert np.abs(ours - reference).max() < 1e-6
+    assert np.abs(ours[3:] - (0, 0, math.sin(0.1), math.cos(0.1))).max() > 1e-3  # it did rotate
