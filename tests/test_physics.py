@@ -240,3 +240,16 @@ def test_resultant_at_centre_equals_four_rotor_forces(cf2x):
     reference = np.concatenate([position, orientation])
     assert np.abs(ours - reference).max() < 1e-6
     assert np.abs(ours[3:] - (0, 0, math.sin(0.1), math.cos(0.1))).max() > 1e-3  # it did rotate
+
+
+def test_rotor_drag_matches_the_foerster_model(cf2x):
+    """F = -k_xy * sum(rotor speeds, rad/s) * v_air in the body plane (Förster 2015)."""
+    sim = QuadrotorSim(cf2x, wind=WindConfig(steady_mps=(2.0, 0.0, 0.0)),
+                       physics=PhysicsOptions(drag=True, ground_effect=False))
+    sim.reset((0.0, 0.0, 5.0), 0.0)
+    for _ in range(24):  # 0.1 s at hover rpm: the drone barely moves, so v_air stays ~2 m/s
+        sim.step([cf2x.hover_rpm] * 4)
+    omega_sum = 4 * cf2x.hover_rpm * 2 * math.pi / 60
+    expected_acceleration = cf2x.drag_coeff_xy * omega_sum * 2.0 / cf2x.mass_kg  # ~0.41 m/s^2
+    assert sim.velocity_world[0] == pytest.approx(expected_acceleration * 0.1, rel=0.02)
+    assert abs(sim.velocity_world[1]) < 1e-9
