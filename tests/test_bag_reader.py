@@ -212,6 +212,15 @@ def test_corrupt_files(tmp_path, suffix):
         BagReader(path)
 
 
+def test_truncated_sqlite3(tmp_path):
+    bag = bf.write_rosbags_bag(tmp_path / "bag", bf.standard_entries(n=30, height=20, width=20), "sqlite3")
+    db3 = next(bag.glob("*.db3"))
+    db3.write_bytes(db3.read_bytes()[: db3.stat().st_size // 2])
+    with pytest.raises(BagError, match="cannot read bag .*malformed"):
+        with BagReader(bag) as reader:
+            list(reader.images())
+
+
 def test_missing_and_empty(tmp_path):
     with pytest.raises(BagError, match="does not exist"):
         BagReader(tmp_path / "absent")
