@@ -126,6 +126,10 @@ def test_flushes_at_least_once_per_period_while_open(tmp_path):
     clock.now = 2.5
     writer.write("/cmd_vel", 201, payload)  # a write finding the flush due flushes itself too
     assert on_disk() == 7 and metadata_of(bag)["message_count"] == 7
+    before = (bag / "metadata.yaml").stat().st_mtime_ns
+    clock.now = 10.0
+    assert not writer.flush_if_due()  # idle: nothing new, no disk traffic
+    assert (bag / "metadata.yaml").stat().st_mtime_ns == before
     writer.close()
     writer.close()  # idempotent
     assert metadata_of(bag)["message_count"] == 7 and mcap_has_footer(writer.mcap_path)

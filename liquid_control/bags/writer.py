@@ -236,6 +236,7 @@ class BagWriter:
         self._stats = _Stats()
         self._closed = False
         self._last_flush = clock()
+        self._unflushed = 0  # messages written since the last flush
         self._write_metadata()
 
     # -- topics and messages -------------------------------------------------
@@ -284,6 +285,7 @@ class BagWriter:
             self._mcap.add_message(channel, int(log_time_ns), bytes(data),
                                    int(log_time_ns if publish_time_ns is None else publish_time_ns))
             self._stats.add(topic, int(log_time_ns))
+            self._unflushed += 1
             self._flush_if_due_locked()
 
     # -- durability ------------------------------------------------------------
@@ -301,12 +303,16 @@ class BagWriter:
             return self._flush_if_due_locked()
 
     def _flush_if_due_locked(self) -> bool:
-        if self._clock() - self._last_flush >= self.config.flush_period_s:
-            self._flush_locked()
-            return True
-        return False
+        if self._clock() - self._last_flush < self.config.flush_period_s:
+            return False
+        if not self._unflushed:  # idle: nothing to write, no disk traffic
+            self._last_flush = self._clock()
+            return False
+        self._flush_locked()
+        return True
 
     def _flush_locked(self) -> None:
+        self._unflushed = 0
         self._mcap.flush()
         if self.config.fsync:
             os.fsync(self._file.fileno())

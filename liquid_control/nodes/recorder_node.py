@@ -96,7 +96,7 @@ class RecorderNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(self.params["discovery_period_s"], self.discover, clock=steady)
         # A tenth of the period: quiet topics are flushed at most 1.1 flush periods after arrival.
-        self.create_timer(self.params["flush_period_s"] / 10, self.writer.flush_if_due, clock=steady)
+        self.create_timer(self.params["flush_period_s"] / 10, self.flush_if_due, clock=steady)
         self.create_timer(1.0, self.publish_diagnostics, clock=steady)
         if self.params["max_duration_s"] > 0:
             self.create_timer(self.params["max_duration_s"], lambda: self.context.try_shutdown(), clock=steady)
@@ -134,8 +134,23 @@ class RecorderNode(Node):
 
     def on_message(self, topic: str, data: bytes) -> None:
         # Log time = receive time on this node's clock (ROS time under use_sim_time), like rosbag2.
-        self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        try:
+            self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        except (OSError, BagError) as err:
+            self.stop_on_write_error(err)
+            return
         self.counts[topic] += 1
+
+    def flush_if_due(self) -> None:
+        try:
+            self.writer.flush_if_due()
+        except OSError as err:
+            self.stop_on_write_error(err)
+
+    def stop_on_write_error(self, err: Exception) -> None:
+        """Disk full or gone: stop rather than buffer without bound; the bag keeps what was flushed."""
+        self.get_logger().error(f"cannot write to {self.writer.bag_dir}: {err}; stopping the recording")
+        self.context.try_shutdown()
 
     def publish_diagnostics(self) -> None:
         values = {f"messages {topic}": n for topic, n in sorted(self.counts.items())}
@@ -146,7 +161,11 @@ class RecorderNode(Node):
 
     def close(self) -> None:
         """Final flush, MCAP summary and metadata.yaml (called by spin_node on any shutdown)."""
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as err:  # the flushed part stays readable: `liquid-control record --repair`
+            self.get_logger().error(f"could not close {self.writer.bag_dir} cleanly: {err}")
+            return
         self.get_logger().info(f"closed {self.writer.bag_dir}: {self.writer.message_count} messages")
 
 
