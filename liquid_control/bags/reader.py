@@ -124,11 +124,12 @@ class BagReader:
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
         target, self.storage = _storage_file(self.path)
-        self.repaired = False
+        self.repaired = False  # True when an MCAP without footer was read through a repaired copy
+        self.repaired_message_count: int | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         target = self._repair_if_truncated(target)
-        self._reader = AnyReader([target], default_typestore=standard_typestore())
         try:
+            self._reader = AnyReader([target], default_typestore=standard_typestore())
             self._reader.open()
         except Exception as err:  # rosbags raises several types; all mean "cannot read this file"
             self._cleanup()
@@ -274,7 +275,7 @@ class BagReader:
 
     def close(self) -> None:
         try:
-            if getattr(self._reader, "stack", None):
+            if getattr(getattr(self, "_reader", None), "stack", None):
                 self._reader.close()
         finally:
             self._cleanup()
