@@ -279,3 +279,20 @@ def test_node_refuses_out_of_range_parameters_and_missing_model(tiny_model, tmp_
             PolicyNode(context=h.context, parameter_overrides=overrides(model_path=str(tmp_path / "none.onnx")))
     finally:
         h.close()
+
+
+def test_step_on_arrival_publishes_without_waiting_for_the_tick(harness, tiny_model):
+    """At 1 Hz a tick-stepped command would wait up to 1 s; three in a row within 0.25 s need step_on_arrival."""
+    import time
+
+    node, probe, publisher, got = start_policy(harness, tiny_model, rate_hz=1.0, step_on_arrival=True)
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        harness.spin_for(0.35)
+        before = len(got["cmd"])
+        sent = time.monotonic()
+        publisher.publish(features_message(rng.normal(size=8).astype(np.float32), 7.0 + k * PERIOD))
+        harness.spin_until(lambda: node.loop.counters["steps"] == k + 1 and len(got["cmd"]) > before, 5.0,
+                           "a command")
+        assert time.monotonic() - sent < 0.25
+    assert node.loop.counters["steps"] == 3

@@ -7,6 +7,9 @@ serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
 The loop logic (liquid_control.policy_loop) steps the network only on a new feature
 frame and otherwise holds the last command; timespans come from feature stamps.
+By default the step happens at the next timer tick (commands leave at a fixed rate,
+waiting on average half a period); `step_on_arrival:=true` steps and publishes as soon
+as the features arrive, the timer still republishes/hovers at `rate_hz`.
 Safety semantics: no new features for `watchdog_timeout_s` -> zero velocity (hover)
 and ERROR on /diagnostics, hidden state reset when features return; a failed or
 non-finite step -> hover; outputs beyond the limits -> clamped (or hover with
@@ -56,6 +59,9 @@ PARAMETERS = [
     ParamSpec("max_yaw_rate_radps", 1.5, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
     ParamSpec("out_of_range", "clamp", "outputs beyond the limits: clamp per axis, or hover",
               choices=OUT_OF_RANGE_ACTIONS, read_only=True),
+    ParamSpec("step_on_arrival", False, "also step the CfC and publish at once when features arrive (saves the wait "
+              "for the next tick, up to one period of latency); the timer still publishes at rate_hz",
+              read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0, read_only=True),
 ]
@@ -75,6 +81,7 @@ class PolicyNode(Node):
             self.runtime.step, self.runtime.reset, self.runtime.feature_size)
         self.period_s = 1.0 / p["rate_hz"]
         self.frame_id = p["command_frame_id"]
+        self.step_on_arrival = p["step_on_arrival"]
         self.timing = LoopTiming(self.period_s)
         self.inference = LatenessWindow()  # reused as a rolling p50/p99/max window (ms out)
         self.latency = LatenessWindow()  # feature (image) stamp -> command publish
@@ -100,12 +107,15 @@ class PolicyNode(Node):
             self.last_error = str(error)
             self.get_logger().error(f"bad features ignored: {error}", throttle_duration_sec=1.0)
             return
-        self.loop.on_features(stamp_to_seconds(msg.header.stamp), features, now_seconds(self))
+        received = self.get_clock().now()
+        self.loop.on_features(stamp_to_seconds(msg.header.stamp), features, received.nanoseconds * 1e-9)
+        if self.step_on_arrival:
+            self.control(received)
 
     def on_timer(self, info: TimerInfo = None) -> None:
-        now = now_seconds(self)
+        started = self.get_clock().now()  # the command's stamp: when this control tick began
         if info is None:
-            self.timing.tick(now)
+            self.timing.tick(started.nanoseconds * 1e-9)
         else:
             expected = info.expected_call_time.nanoseconds * 1e-9
             if self.last_expected_s is not None:  # rcl skips whole periods when a callback runs that late
@@ -114,10 +124,14 @@ class PolicyNode(Node):
                     self.timing.count("missed_ticks", missed)
             self.last_expected_s = expected
             self.timing.tick(info.actual_call_time.nanoseconds * 1e-9, expected)
-        result = self.loop.tick(now)
+        self.control(started)
+
+    def control(self, started) -> None:
+        """Run the loop at time `started` (rclpy Time) and publish its command."""
+        result = self.loop.tick(started.nanoseconds * 1e-9)
         self.result = result
         msg = TwistStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = started.to_msg()
         msg.header.frame_id = self.frame_id
         vx, vy, vz, yaw_rate = (float(v) for v in result.command)
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = vx, vy, vz, yaw_rate
