@@ -16,7 +16,7 @@ Per-step overhead is kept small: inputs and outputs live in pre-allocated numpy
 buffers bound to the onnxruntime session once (IOBinding); the state ping-pongs
 between two buffers. Measured here (1 thread): a dense 100-unit CfC step took 10.0 us with
 IOBinding vs 13.8 us with ``session.run`` and a pre-built input dict; the default wired
-policy's full `step` (checks included) 21.1 us vs 23.0 us for a bare ``session.run`` on a
+policy's full `step` (checks included) 20.9 us vs 23.4 us for a bare ``session.run`` on a
 loaded machine (benchmarks/policy_latency.py, docs/BENCHMARKS.md).
 
 Safety semantics: `PolicyRuntime.step` raises ``ValueError`` for bad inputs
