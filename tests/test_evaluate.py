@@ -90,7 +90,7 @@ def test_summary_row_known_answer():
 def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tiny_suite, capsys):
     report = evaluate_suites(tiny_model, [str(tiny_suite)], duration_s=1.0, backend="torch", progress=False,
                              plots_dir=tmp_path / "plots")
-    assert len(report.episodes) == 2 and [m["seed"] for m in report.episodes] == [0, 1]
+    assert len(report.episodes) == 2 and [m["seed"] for m in report.episodes] == [1_000_000, 1_000_001]
     total = report.suites["tiny_eval"]["total"]
     assert total["episodes"] == 2 and total["success"]["trials"] == 2
     assert 0.0 <= total["success"]["low"] <= total["success"]["high"] <= 1.0
@@ -98,7 +98,7 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
     for m in report.episodes:
         assert m["policy_steps"] >= 20 and m["steps"] == 30  # the policy ran on (nearly) every 30 Hz frame
     assert sorted(p.name for p in (tmp_path / "plots" / "tiny_eval").iterdir()) == \
-        ["train_fly_to_target_000000.png", "train_fly_to_target_000001.png"]
+        ["train_fly_to_target_1000000.png", "train_fly_to_target_1000001.png"]
     table = report.markdown()
     assert "| tiny_eval | train_fly_to_target | 2 |" in table and "| tiny_eval | **all** | 2 |" in table
 

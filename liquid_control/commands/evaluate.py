@@ -5,7 +5,7 @@
 
 Images -> perception -> policy -> flight controller, one step at a time through the
 deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
-a scenario uses seed S + k. Prints the Markdown table; --json keeps every episode.
+a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import math
 import sys
 from pathlib import Path
 
+from liquid_control.learning.evaluate import HELD_OUT_SEED
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model file (.safetensors) with perception + policy")
@@ -22,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="suite name or path; repeat for several (default: train)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per scenario (default: the suite's)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of each scenario (default 0)")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
+                        help=f"seed of episode 0 of each scenario (default {HELD_OUT_SEED}: far from the seeds "
+                             "`collect` uses, so evaluation episodes are not training episodes)")
     parser.add_argument("--duration", type=float, default=None, help="override episode length (s)")
     parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch"),
                         help="inference runtime (default auto: onnxruntime when installed)")

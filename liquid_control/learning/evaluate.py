@@ -76,6 +76,10 @@ class PolicyController:
 
 
 # --------------------------------------------------------------------------- workers
+# Default first evaluation seed: collection uses seeds from 0 (expert data) and 100,000 (DAgger rounds),
+# so evaluating from here never flies an episode (scene, start, target) that was in the training data.
+HELD_OUT_SEED = 1_000_000
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -161,7 +165,8 @@ class EvaluationReport:
 
 
 def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
-                    base_seed: int = 0, duration_s: float | None = None, plots_dir: str | Path | None = None,
+                    base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
+                    plots_dir: str | Path | None = None,
                     backend: str = "auto", progress: bool = True) -> EvaluationReport:
     """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise."""
     from tqdm import tqdm
