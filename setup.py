@@ -18,7 +18,6 @@ def tree(folder):
 
 # Console scripts: the CLI and one entry per ROS node (`ros2 run liquid_control <node>`).
 NODES = {
-    # "sim_node": "liquid_control.nodes.sim_node:main",  (added as nodes land)
     "mavlink_bridge_node": "liquid_control.nodes.mavlink_bridge_node:main",
     "recorder_node": "liquid_control.nodes.recorder_node:main",
     "bag_player_node": "liquid_control.nodes.bag_player_node:main",
