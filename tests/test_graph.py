@@ -220,3 +220,21 @@ def test_closed_loop_episode_through_the_node_graph(tmp_path, monkeypatch, capsy
     assert counts.get("/odom", 0) > 200 and counts.get("/cmd_vel", 0) > 30, counts
     assert counts.get("/episode/status", 0) >= 2, counts
     assert moved > 0.05, "the policy's commands never moved the drone"
+
+
+def test_shipped_policy_reaches_the_target_through_the_node_graph(tmp_path, monkeypatch, capsys):
+    """With the trained models/default_cfc.safetensors the graph flies seed 0 of the training scenario to
+    its target (task success predicate). Skipped until that model file exists."""
+    from liquid_control import flight_demo
+    from liquid_control.model_source import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip("models/default_cfc.safetensors (the trained policy) does not exist yet")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    parser = __import__("argparse").ArgumentParser()
+    flight_demo.add_arguments(parser)
+    args = parser.parse_args(["--episodes", "1", "--seed", "0", "--no-record", "--out", str(tmp_path / "demo")])
+    code = flight_demo.run(args)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "success: 1/1" in printed, printed
