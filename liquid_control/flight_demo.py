@@ -14,6 +14,7 @@ Every node process is stopped in all cases.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -51,23 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Monitor:
-    """An rclpy node in this process: follows episode/status and odom, calls episode/reset."""
+    """An rclpy node in this process: counts graph endpoints, follows episode/status and odom, calls
+    episode/reset. Its subscriptions are made by `follow()`, after the recorder has subscribed."""
 
     def __init__(self) -> None:
         import rclpy
-        from rclpy.signals import SignalHandlerOptions
-        from nav_msgs.msg import Odometry
         from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import String
+        from rclpy.signals import SignalHandlerOptions
         from std_srvs.srv import Trigger
-
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        from liquid_control.nodes.common import sensor_qos
-
-        # As the sim node's episode/status publisher (not imported: that would load PyBullet here).
-        status_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
@@ -78,10 +70,24 @@ class Monitor:
         self.events: list[dict[str, Any]] = []
         self.odometry: list[tuple[float, float, float, float]] = []
         self.last_message_wall = time.monotonic()
-        self.node.create_subscription(String, "episode/status", self.on_status, status_qos)
-        self.node.create_subscription(Odometry, "odom", self.on_odom, sensor_qos(50))
         self.reset_client = self.node.create_client(Trigger, "episode/reset")
         self.Trigger = Trigger
+
+    def follow(self) -> None:
+        from nav_msgs.msg import Odometry
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        from liquid_control.nodes.common import sensor_qos
+
+        # As the sim node's episode/status publisher (not imported: that would load PyBullet here).
+        status_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, "episode/status", self.on_status, status_qos)
+        self.node.create_subscription(Odometry, "odom", self.on_odom, sensor_qos(50))
+
+    def subscribed(self, *topics: str) -> bool:
+        return all(self.node.count_subscribers(topic) >= 1 for topic in topics)
 
     def on_status(self, msg) -> None:
         self.last_message_wall = time.monotonic()
@@ -102,11 +108,11 @@ class Monitor:
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=min(0.05, max(0.0, end - time.monotonic())))
 
-    def ready(self, recording: bool) -> bool:
+    def ready(self) -> bool:
+        """Perception and policy have loaded their models (their publishers exist) and the sim serves reset."""
         node = self.node
         return (node.count_publishers("features") > 0 and node.count_publishers("cmd_vel") > 0
-                and self.reset_client.service_is_ready()
-                and (not recording or node.count_subscribers("cmd_vel") >= 2))  # sim + recorder
+                and self.reset_client.service_is_ready())
 
     def start_run(self) -> None:
         future = self.reset_client.call_async(self.Trigger.Request())
@@ -175,6 +181,17 @@ def plot_trajectories(events: list[dict[str, Any]], odometry: list[tuple], path:
     return path
 
 
+def wait_for(condition, monitor: Monitor, graphs: list[NodeGraph], timeout_s: float, what: str) -> None:
+    """Spin until `condition()`; NodeExited if a node dies meanwhile, RuntimeError after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for graph in graphs:
+            graph.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what} (see the logs)")
+        monitor.spin(0.2)
+
+
 def run(args: argparse.Namespace) -> int:
     model = Path(args.model).expanduser() if args.model else default_model_path()
     if not model.is_file():
@@ -202,20 +219,32 @@ def run(args: argparse.Namespace) -> int:
     monitor: Optional[Monitor] = None
     code = 0
     try:
-        with terminate_as_interrupt(), NodeGraph(nodes, out / "logs", use_sim_time=True) as graph:
+        with terminate_as_interrupt(), contextlib.ExitStack() as stack:
             monitor = Monitor()
-            deadline = time.monotonic() + args.startup_timeout_s
-            while not monitor.ready(record is not None):
-                graph.check()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the nodes did not come up within {args.startup_timeout_s:.0f} s "
-                                       f"(see {out / 'logs'})")
-                monitor.spin(0.2)
+            graphs: list[NodeGraph] = []
+
+            def start(names: tuple[str, ...], condition, what: str) -> None:
+                graphs.append(stack.enter_context(NodeGraph([n for n in nodes if n.name in names], out / "logs",
+                                                            use_sim_time=True)))
+                wait_for(condition, monitor, graphs, args.startup_timeout_s, what)
+
+            if record is None:
+                start(("sim", "perception", "policy"), monitor.ready, "sim, perception and policy to start")
+            else:
+                # Staged so that the recorder meets every best-effort topic through its publisher first: a
+                # recorder that sees a subscriber before any publisher subscribes reliably, which best-effort
+                # publishers cannot serve (it then records nothing on that topic).
+                start(("recorder", "sim"), lambda: monitor.subscribed("camera/image_raw", "odom", "cmd_vel"),
+                      "the recorder and the sim to start")
+                start(("perception",), lambda: monitor.subscribed("features"), "perception to start")
+                start(("policy",), monitor.ready, "policy to start")
+            monitor.follow()
             print("  nodes up; flying", flush=True)
             monitor.start_run()
             monitor.last_message_wall = time.monotonic()
             while not any(e["event"] == "finished" for e in monitor.events):
-                graph.check()
+                for graph in graphs:
+                    graph.check()
                 if time.monotonic() - monitor.last_message_wall > 60.0:
                     raise RuntimeError("no status or odometry from the sim for 60 s: the run stalled")
                 monitor.spin(0.2)
