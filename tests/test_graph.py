@@ -238,3 +238,42 @@ def test_shipped_policy_reaches_the_target_through_the_node_graph(tmp_path, monk
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "success: 1/1" in printed, printed
+
+
+def test_demo_stops_every_node_on_sigterm(tmp_path):
+    """SIGTERM (as from a supervisor, or Ctrl-C's SIGINT) mid-flight: exit code 130, no node left."""
+    from node_helpers import save_tiny_model
+
+    marker = uuid.uuid4().hex
+    model = save_tiny_model(tmp_path / "tiny.safetensors")
+    demo = subprocess.Popen([sys.executable, "-m", "liquid_control.flight_demo", "--model", str(model),
+                             "--episodes", "5", "--out", str(tmp_path / "demo")],
+                            env={**os.environ, "PYTHONPATH": str(REPO), "LIQUID_GRAPH_TEST": marker},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if "nodes up" in line:
+                assert len(marked_processes(marker)) == 5  # the demo + sim, perception, policy, recorder
+                time.sleep(2.0)
+                demo.send_signal(signal.SIGTERM)
+                break
+        lines += demo.stdout.readlines()
+        assert demo.wait(timeout=30) == 130, "".join(lines)
+        assert "interrupted: nodes stopped" in "".join(lines)
+        assert wait_gone(marked_processes(marker), 5.0) == []
+    finally:
+        demo.kill()
+
+
+def test_demo_names_a_missing_model_file_and_starts_nothing(tmp_path, capsys):
+    from liquid_control import flight_demo
+
+    parser = __import__("argparse").ArgumentParser()
+    flight_demo.add_arguments(parser)
+    code = flight_demo.run(parser.parse_args(["--model", str(tmp_path / "none.safetensors"),
+                                              "--out", str(tmp_path / "demo")]))
+    printed = capsys.readouterr().out
+    assert code == 2 and "none.safetensors not found" in printed and "--model" in printed
+    assert not (tmp_path / "demo").exists()
