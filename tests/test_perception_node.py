@@ -76,7 +76,8 @@ def start_perception(harness, model, compressed=False, **params):
     from node_helpers import overrides
 
     node = harness.add(PerceptionNode(context=harness.context, parameter_overrides=overrides(
-        model_path=str(model), backend="torch", diagnostics_rate_hz=10.0, input="compressed" if compressed else "raw", **params)))
+        model_path=str(model), backend="torch", diagnostics_rate_hz=10.0,
+        input="compressed" if compressed else "raw", **params)))
     probe = harness.node("perception_probe")
     got = {"features": [], "diag": []}
     probe.create_subscription(Image, "features", got["features"].append, sensor_qos(10))

@@ -67,7 +67,8 @@ class PerceptionNode(Node):
             self.create_subscription(CompressedImage, "camera/image_raw/compressed", self.on_image, sensor_qos(1))
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
-        self.get_logger().info(f"perception: {self.runtime.source} on {self.runtime.backend} {self.runtime.providers or ''}, "
+        self.get_logger().info(f"perception: {self.runtime.source} on {self.runtime.backend} "
+                               f"{self.runtime.providers or ''}, "
                                f"{self.runtime.feature_size} features from {p['input']} images")
 
     def decode(self, msg) -> tuple[np.ndarray, str]:

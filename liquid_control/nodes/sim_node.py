@@ -32,8 +32,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos,
-                                         declare_parameters_with_ranges, latched_qos, make_status, sensor_qos,
-                                         spin_node)
+                                         declare_parameters_with_ranges, make_status, sensor_qos, spin_node)
 from liquid_control.sim_session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
 from liquid_control.simulation.scenario import load_scenario
