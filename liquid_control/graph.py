@@ -9,7 +9,9 @@ Shutdown (`stop`, leaving a `with` block, Ctrl-C, or SIGTERM inside
 `terminate_as_interrupt`): SIGTERM to every node's process group (the nodes shut
 down cleanly on it), then SIGKILL to any group still alive after
 `terminate_timeout_s`. Children also get SIGTERM from the kernel if this process dies
-without cleaning up (Linux PR_SET_PDEATHSIG), so no node outlives its runner.
+without cleaning up (Linux PR_SET_PDEATHSIG), so no node outlives its runner. (That signal
+follows the *thread* that started the node: call `start` from a thread that lives as long as
+the graph, normally the main thread.)
 The module imports no ROS; the nodes do, in their own processes.
 """
 from __future__ import annotations
@@ -88,12 +90,16 @@ def node_command(node: NodeLaunch, use_sim_time: bool, python: str = sys.executa
     return argv
 
 
+try:  # resolved here, not in the forked child: dlopen after fork in a threaded process can deadlock
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux/glibc: rely on stop()
+    _prctl = None
+
+
 def _die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGTERM to the child when its parent dies (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux/glibc: rely on stop()
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
