@@ -164,13 +164,17 @@ def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running
     assert [diagnostic_values(a, "perception") for a in got["diag"]][-1][0] == 1  # recent bad frames: WARN
 
 
-def test_older_frames_than_the_newest_are_dropped(harness, tiny_model):
+def test_older_frames_are_dropped_but_a_new_timeline_is_followed(harness, tiny_model):
     from node_helpers import rgb_image
 
     node, publisher, got = start_perception(harness, tiny_model)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (20, 0)), True)
-    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (19, 0)), False)
+    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (19, 500000000)), False)
     assert node.counts["out_of_order_frames"] == 1
+    # Far older: a looped bag or restarted sim starts a new timeline, which is processed.
+    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 0)), True)
+    send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 40000000)), True)
+    assert node.counts["time_jumps_back"] == 1 and node.counts["out_of_order_frames"] == 1
 
 
 def test_compressed_images_are_decoded(harness, tiny_model):

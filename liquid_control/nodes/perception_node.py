@@ -30,6 +30,9 @@ from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declar
 from liquid_control.runtime import BACKENDS, PerceptionRuntime
 from liquid_control.timing import RateMeter
 
+# A stamp this much older than the newest frame is a new timeline (bag loop, sim restart), not a late frame.
+TIME_JUMP_BACK_S = 1.0
+
 PARAMETERS = [
     ParamSpec("model_path", "", "model file (.safetensors) or perception ONNX export; empty: the shipped "
               "models/default_cfc.safetensors", read_only=True),
@@ -54,7 +57,8 @@ class PerceptionNode(Node):
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
         self.rate = RateMeter()
-        self.counts = {"frames_in": 0, "features_out": 0, "bad_frames": 0, "out_of_order_frames": 0}
+        self.counts = {"frames_in": 0, "features_out": 0, "bad_frames": 0, "out_of_order_frames": 0,
+                       "time_jumps_back": 0}
         self.process_ms: deque[float] = deque(maxlen=300)
         self.last_error = ""
         self.last_bad_s = -float("inf")
@@ -85,7 +89,9 @@ class PerceptionNode(Node):
         self.counts["frames_in"] += 1
         self.rate.tick(now)
         stamp = stamp_to_seconds(msg.header.stamp)
-        if stamp < self.newest_stamp_s:  # an older frame overtaken by a newer one: never act on the past
+        if stamp < self.newest_stamp_s - TIME_JUMP_BACK_S:  # a looped bag or restarted sim: a new timeline
+            self.counts["time_jumps_back"] += 1
+        elif stamp < self.newest_stamp_s:  # an older frame overtaken by a newer one: never act on the past
             self.counts["out_of_order_frames"] += 1
             return
         self.newest_stamp_s = stamp
