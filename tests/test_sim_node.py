@@ -182,3 +182,35 @@ def test_sim_node_rejects_commands_in_the_wrong_frame_and_bad_parameters(harness
     cmd.publish(msg)
     harness.spin_until(lambda: sim.counts["rejected_commands"] == 1, 5.0, "rejected command")
     assert sim.counts["commands"] == 0
+
+
+def test_sim_node_reset_uses_the_scenario_and_seed_parameters(harness):
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from liquid_control.nodes.sim_node import STATUS_QOS, SimNode
+    from node_helpers import overrides
+
+    sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
+        camera_width=32, camera_height=24, real_time_factor=0.0, autostart=False)))
+    probe = harness.node("sim_probe3")
+    status = []
+    probe.create_subscription(String, "episode/status", lambda m: status.append(json.loads(m.data)), STATUS_QOS)
+    client = probe.create_client(Trigger, "episode/reset")
+    assert client.wait_for_service(timeout_sec=10.0)
+
+    def reset():
+        future = client.call_async(Trigger.Request())
+        harness.spin_until(future.done, 10.0, "episode/reset")
+        return future.result()
+
+    assert all(r.successful for r in sim.set_parameters([Parameter("scenario", value="train_chase"),
+                                                         Parameter("seed", value=7)]))
+    assert reset().success
+    harness.spin_until(lambda: any(s["event"] == "start" for s in status), 5.0, "start event")
+    start = next(s for s in status if s["event"] == "start")
+    assert (start["task"], start["seed"]) == ("chase", 7)
+    sim.set_parameters([Parameter("scenario", value="no_such_scenario")])
+    refused = reset()
+    assert not refused.success and "no_such_scenario" in refused.message
