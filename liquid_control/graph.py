@@ -82,7 +82,8 @@ def node_command(node: NodeLaunch, use_sim_time: bool, python: str = sys.executa
     argv = [python, "-m", f"liquid_control.nodes.{node.module}", "--ros-args"]
     if node.params_file is not None:
         argv += ["--params-file", str(node.params_file)]
-    argv += ["-p", f"use_sim_time:={format_parameter(bool(use_sim_time))}"]
+    if "use_sim_time" not in node.parameters:  # a node may opt out, e.g. the bag player that makes the clock
+        argv += ["-p", f"use_sim_time:={format_parameter(bool(use_sim_time))}"]
     for name, value in node.parameters.items():
         argv += ["-p", f"{name}:={format_parameter(value)}"]
     for source, target in node.remappings.items():
@@ -220,6 +221,34 @@ def sim_graph(model_path: str = "", sim: Optional[Mapping[str, ParameterValue]] 
     nodes = [NodeLaunch("sim", "sim_node", config_file("sim"), dict(sim or {})),
              NodeLaunch("perception", "perception_node", config_file("perception"), {**model, **(perception or {})}),
              NodeLaunch("policy", "policy_node", config_file("policy"), {**model, **(policy or {})})]
+    if record is not None:
+        nodes.append(NodeLaunch("recorder", "recorder_node", config_file("recorder"), dict(record)))
+    return nodes
+
+
+def deploy_graph(model_path: str = "", connection: str = "", bridge: bool = True,
+                 cmd_vel_topic: str = "cmd_vel") -> list[NodeLaunch]:
+    """perception + policy (+ MAVLink bridge), wall time: launch/deploy.launch.py without ros2 launch.
+    `cmd_vel_topic` renames the policy's output (e.g. /mavros/setpoint_velocity/cmd_vel, bridge=False)."""
+    model = {"model_path": model_path} if model_path else {}
+    remap = {"cmd_vel": cmd_vel_topic} if cmd_vel_topic != "cmd_vel" else {}
+    nodes = [NodeLaunch("perception", "perception_node", config_file("perception"), dict(model)),
+             NodeLaunch("policy", "policy_node", config_file("policy"), dict(model), remap)]
+    if bridge:
+        nodes.append(NodeLaunch("mavlink_bridge", "mavlink_bridge_node", config_file("mavlink_bridge"),
+                                {"connection": connection} if connection else {}, remap))
+    return nodes
+
+
+def replay_graph(bag: str, model_path: str = "", rate: float = 1.0,
+                 record: Optional[Mapping[str, ParameterValue]] = None) -> list[NodeLaunch]:
+    """bag player + perception + policy (+ recorder): launch/replay.launch.py without ros2 launch.
+    Run it with use_sim_time=True: the player publishes /clock (config/bag_player.yaml)."""
+    model = {"model_path": model_path} if model_path else {}
+    nodes = [NodeLaunch("bag_player", "bag_player_node", config_file("bag_player"),
+                        {"bag": str(bag), "rate": float(rate), "use_sim_time": False}),
+             NodeLaunch("perception", "perception_node", config_file("perception"), dict(model)),
+             NodeLaunch("policy", "policy_node", config_file("policy"), dict(model))]
     if record is not None:
         nodes.append(NodeLaunch("recorder", "recorder_node", config_file("recorder"), dict(record)))
     return nodes

@@ -44,6 +44,28 @@ def test_node_command_uses_the_yaml_then_overrides_then_remaps():
     assert nodes[1].parameters["model_path"] == "/m.safetensors"
 
 
+def test_graph_builders_start_what_the_launch_files_start():
+    """graph.{sim,deploy,replay}_graph with every option on == the executables of launch/*.launch.py."""
+    import ast
+
+    from liquid_control.graph import deploy_graph, replay_graph
+
+    def launched(name: str) -> set[str]:
+        tree = ast.parse((REPO / "launch" / name).read_text())
+        return {ast.literal_eval(k.value) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                and getattr(call.func, "id", None) == "Node" for k in call.keywords if k.arg == "executable"}
+
+    sim = {n.module for n in sim_graph(record={})}
+    assert sim | {"mavlink_bridge_node"} == launched("sim.launch.py")  # mavlink backend: bridge instead of sim
+    assert {n.module for n in deploy_graph()} == launched("deploy.launch.py")
+    assert {n.module for n in replay_graph("/bag", record={})} == launched("replay.launch.py")
+    mavros = deploy_graph(bridge=False, cmd_vel_topic="/mavros/setpoint_velocity/cmd_vel")
+    assert [n.name for n in mavros] == ["perception", "policy"]
+    assert "cmd_vel:=/mavros/setpoint_velocity/cmd_vel" in node_command(mavros[1], False)
+    player = node_command(replay_graph("/bag")[0], use_sim_time=True)
+    assert "use_sim_time:=false" in player and "use_sim_time:=true" not in player  # the player makes the clock
+
+
 def test_graph_refuses_missing_parameter_files_and_duplicate_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         NodeGraph([NodeLaunch("a", "sim_node", tmp_path / "nope.yaml")], tmp_path)
