@@ -38,6 +38,7 @@ setup(
         *tree("config"),
         *tree("sim"),
         *tree("models"),
+        *tree("benchmarks"),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("liquid_control.commands.info", "versions, and parameter counts of a model file"),
     "export": ("liquid_control.commands.export", "write policy.onnx and perception.onnx from a model file and verify them"),
-    "demo": ("liquid_control.commands.demo", "TEMPORARY deploy-path demo (export, verify, runtime latency); not yet a flight demo"),
+    "demo": ("liquid_control.commands.demo", "closed-loop flight demo: sim + perception + policy nodes over ROS 2, shipped policy, MCAP bag"),
     "expert": ("liquid_control.commands.expert", "fly the privileged expert on a scenario suite; success table, strip, video, plot"),
     "record": ("liquid_control.commands.record", "record topics into a rosbag2 MCAP bag, or repair a killed one"),
     "replay": ("liquid_control.commands.replay", "publish a bag's topics live with their original timing"),
@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("liquid_control.commands.collect", "fly the expert (with perturbations) on a suite and store training shards"),
     "train": ("liquid_control.commands.train", "train perception + policy by imitation from a YAML recipe"),
     "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
+    "bench": ("liquid_control.commands.bench", "run a benchmark from benchmarks/ (omit the name to list them)"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`liquid-control info | export | demo` in-process on tiny models."""
+"""`liquid-control info | export` in-process on tiny models."""
 import re
 
 import numpy as np
@@ -77,11 +77,11 @@ def test_info_and_export_report_unusable_files(tmp_path, capsys):
     assert "error: model file" in capsys.readouterr().out
 
 
-def test_demo_runs_the_deploy_path_and_says_it_is_not_a_flight_demo(tmp_path, capsys):
-    assert cli.main(["demo", "--steps", "40", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "NOT yet a flight demo" in out
-    assert "deploy path OK" in out
-    assert re.search(r"policy step\s+median\s+[\d.]+ us", out)
-    assert "20,488 trainable parameters" in out  # the default policy's budget
-    assert {p.name for p in tmp_path.iterdir()} >= {"demo_model.safetensors", "policy.onnx", "perception.onnx"}
+
+
+def test_bench_lists_the_benchmark_scripts_and_rejects_unknown_names(capsys):
+    assert cli.main(["bench"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert {"policy_latency", "sim_speed", "node_loop", "bag_io"} <= listed
+    assert cli.main(["bench", "no_such_benchmark"]) == 2
+    assert "no benchmark named 'no_such_benchmark'" in capsys.readouterr().out

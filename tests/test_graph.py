@@ -209,7 +209,7 @@ def test_closed_loop_episode_through_the_node_graph(tmp_path, monkeypatch, capsy
     the drone moves, odometry and commands recorded); reaching the target needs the trained
     policy and is measured by the demo/evaluation, not here.
     """
-    from liquid_control import flight_demo
+    from liquid_control.commands import demo as flight_demo
     from liquid_control.bags.reader import BagReader
     from node_helpers import save_tiny_model
 
@@ -247,7 +247,7 @@ def test_closed_loop_episode_through_the_node_graph(tmp_path, monkeypatch, capsy
 def test_shipped_policy_reaches_the_target_through_the_node_graph(tmp_path, monkeypatch, capsys):
     """With the trained models/default_cfc.safetensors the graph flies seed 0 of the training scenario to
     its target (task success predicate). Skipped until that model file exists."""
-    from liquid_control import flight_demo
+    from liquid_control.commands import demo as flight_demo
     from liquid_control.model_source import default_model_path
 
     if not default_model_path().is_file():
@@ -268,7 +268,7 @@ def test_demo_stops_every_node_on_sigterm(tmp_path):
 
     marker = uuid.uuid4().hex
     model = save_tiny_model(tmp_path / "tiny.safetensors")
-    demo = subprocess.Popen([sys.executable, "-m", "liquid_control.flight_demo", "--model", str(model),
+    demo = subprocess.Popen([sys.executable, "-m", "liquid_control.cli", "demo", "--model", str(model),
                              "--episodes", "5", "--out", str(tmp_path / "demo")],
                             env={**os.environ, "PYTHONPATH": str(REPO), "LIQUID_GRAPH_TEST": marker},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -290,7 +290,7 @@ def test_demo_stops_every_node_on_sigterm(tmp_path):
 
 
 def test_demo_names_a_missing_model_file_and_starts_nothing(tmp_path, capsys):
-    from liquid_control import flight_demo
+    from liquid_control.commands import demo as flight_demo
 
     parser = __import__("argparse").ArgumentParser()
     flight_demo.add_arguments(parser)

@@ -6,6 +6,7 @@ data_files or console scripts shows up here rather than on a robot.
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def tracked_copy(repo_root: Path, dest: Path) -> Path:
 
 
 def expected_share_files(repo_root: Path) -> list[str]:
-    files = ["package.xml", "sim/airframes/cf2x.yaml"]
+    files = ["package.xml", "sim/airframes/cf2x.yaml", "benchmarks/policy_latency.py"]
     files += [f"launch/{p.name}" for p in (repo_root / "launch").glob("*.launch.py")]
     files += [f"config/{p.name}" for p in (repo_root / "config").glob("*.yaml")]
     return files
@@ -45,13 +46,19 @@ def test_colcon_build_installs_ament_python_layout(repo_root, tmp_path):
         assert (prefix / "share" / "liquid_control" / name).is_file(), name
 
 
-def test_pip_install_puts_scripts_and_share_files_in_place(repo_root, tmp_path):
+def test_pip_wheel_carries_console_scripts_and_share_files(repo_root, tmp_path):
+    # A wheel, not `pip install --prefix`: installing elsewhere would still uninstall this venv's copy.
     src = tracked_copy(repo_root, tmp_path / "src")
-    prefix = tmp_path / "prefix"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--prefix", str(prefix), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
         capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (prefix / "bin" / "liquid-control").is_file()
+    (wheel,) = (tmp_path / "dist").glob("liquid_control-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    for script in ["liquid-control", *setup_nodes()]:
+        assert f"{script} = " in entry_points, script
+    data = "liquid_control-0.1.0.data/data/share/liquid_control/"
     for name in expected_share_files(repo_root):
-        assert (prefix / "share" / "liquid_control" / name).is_file(), name
+        assert data + name in names, name

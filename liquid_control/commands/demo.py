@@ -1,125 +1,274 @@
-"""`liquid-control demo`: TEMPORARY stand-in until the closed-loop flight demo exists.
+"""Closed-loop flight demo: the ROS graph flies fly-to-target episodes in simulation with the policy.
 
-It exercises the deploy path end to end, with an UNTRAINED network: build the
-default perception + policy, save a model file, export both to ONNX and verify
-them against PyTorch, then run a synthetic camera stream (a target drifting over
-a textured background, 30 Hz with jitter and dropped frames) through
-PerceptionRuntime + PolicyRuntime, timing every step. It is not a flight demo:
-no simulator, no drone, and the commands are those of random weights.
+Brings up sim + perception + policy + recorder, each node in its own process
+(liquid_control.graph, the same config/*.yaml files as launch/sim.launch.py), all on
+sim time. The sim waits (clock only) until perception and policy are up, then this
+process starts the run through the sim's `episode/reset` service and follows
+`episode/status`. At the end it prints the success table and where the MCAP bag and
+the trajectory plot went.
+
+Exit codes: 0 the episodes ran (whatever their success), 1 a node failed or the run
+stalled, 2 bad arguments (e.g. no model file), 130 interrupted (Ctrl-C / SIGTERM).
+Every node process is stopped in all cases.
 """
 from __future__ import annotations
 
 import argparse
-import tempfile
+import contextlib
+import json
+import math
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Optional
 
-import numpy as np
+from liquid_control.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
+from liquid_control.model_source import default_model_path
 
-BANNER = ("NOTE: this is NOT yet a flight demo (no simulator, untrained weights). It checks the deploy path:\n"
-          "model file -> ONNX export + verification -> onnxruntime perception + CfC policy on a synthetic stream.")
+RECORDED_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/features", "/cmd_vel", "/odom", "/clock",
+                   "/episode/status", "/diagnostics"]
+# Topics subscribed before they appear; images are left to discovery so the recorder matches the
+# sim's best-effort QoS (a reliable pre-subscription would be incompatible and record nothing).
+PRE_SUBSCRIBED = ["/cmd_vel:=geometry_msgs/msg/TwistStamped", "/episode/status:=std_msgs/msg/String"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=300, help="frames to run (default %(default)s)")
-    parser.add_argument("--out", default=None, help="folder for the model file and ONNX files (default: temporary)")
-    parser.add_argument("--seed", type=int, default=0, help="weights and stream seed (default %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help="model file (.safetensors) with perception + policy (default: the shipped "
+                             "models/default_cfc.safetensors)")
+    parser.add_argument("--episodes", type=int, default=3, help="episodes to fly (default %(default)s)")
+    parser.add_argument("--scenario", default="train_fly_to_target", help="scenario (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default %(default)s)")
+    parser.add_argument("--duration-s", type=float, default=0.0,
+                        help="episode length in sim seconds (default: the scenario's)")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="sim seconds per wall second; lower it on a loaded machine (default %(default)s)")
+    parser.add_argument("--policy-rate-hz", type=float, default=None,
+                        help="policy timer rate (default: config/policy.yaml)")
+    parser.add_argument("--out", default=None, help="output folder (default: ./demo_YYYYmmdd-HHMMSS)")
+    parser.add_argument("--no-record", action="store_true", help="do not record a bag")
+    parser.add_argument("--startup-timeout-s", type=float, default=180.0,
+                        help="wall seconds allowed for the nodes to come up (default %(default)s)")
 
 
-def synthetic_stream(steps: int, height: int, width: int, frame_period_s: float, seed: int):
-    """(image uint8 (H, W, 3) rgb8, capture time s) pairs: a bright disc drifting over a textured
-    background; frames arrive with ±20% jitter and 10% of them dropped (time jumps a period)."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    background = (60 + 40 * np.sin(xs / 7.0)[..., None] * np.cos(ys / 11.0)[..., None]
-                  + rng.normal(0, 8, (height, width, 3))).clip(0, 255)
-    stamp = 0.0
-    for k in range(steps):
-        stamp += frame_period_s * (rng.uniform(0.8, 1.2) + (1.0 if rng.random() < 0.1 else 0.0))
-        cx = width * (0.5 + 0.35 * np.sin(0.05 * k))
-        cy = height * (0.5 + 0.25 * np.cos(0.031 * k))
-        disc = ((xs - cx) ** 2 + (ys - cy) ** 2) < (0.08 * width) ** 2
-        image = background.copy()
-        image[disc] = (230, 40, 40)
-        yield image.astype(np.uint8), stamp
+class Monitor:
+    """An rclpy node in this process: counts graph endpoints, follows episode/status and odom, calls
+    episode/reset. Its subscriptions are made by `follow()`, after the recorder has subscribed."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+        from std_srvs.srv import Trigger
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("flight_demo", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.events: list[dict[str, Any]] = []
+        self.odometry: list[tuple[float, float, float, float]] = []
+        self.last_message_wall = time.monotonic()
+        self.reset_client = self.node.create_client(Trigger, "episode/reset")
+        self.Trigger = Trigger
+
+    def follow(self) -> None:
+        from nav_msgs.msg import Odometry
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        from liquid_control.nodes.common import sensor_qos
+
+        # As the sim node's episode/status publisher (not imported: that would load PyBullet here).
+        status_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, "episode/status", self.on_status, status_qos)
+        self.node.create_subscription(Odometry, "odom", self.on_odom, sensor_qos(50))
+
+    def subscribed(self, *topics: str) -> bool:
+        return all(self.node.count_subscribers(topic) >= 1 for topic in topics)
+
+    def on_status(self, msg) -> None:
+        self.last_message_wall = time.monotonic()
+        event = json.loads(msg.data)
+        if event["event"] in ("start", "end", "finished"):
+            self.events.append(event)
+            if event["event"] == "end":
+                print(f"  episode {event['episode']} (seed {event.get('seed')}): {event.get('reason')}, final "
+                      f"distance {_fmt(event.get('final_distance_m'))} m", flush=True)
+
+    def on_odom(self, msg) -> None:
+        self.last_message_wall = time.monotonic()
+        p = msg.pose.pose.position
+        self.odometry.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, p.x, p.y, p.z))
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=min(0.05, max(0.0, end - time.monotonic())))
+
+    def ready(self) -> bool:
+        """Perception and policy have loaded their models (their publishers exist) and the sim serves reset."""
+        node = self.node
+        return (node.count_publishers("features") > 0 and node.count_publishers("cmd_vel") > 0
+                and self.reset_client.service_is_ready())
+
+    def start_run(self) -> None:
+        future = self.reset_client.call_async(self.Trigger.Request())
+        end = time.monotonic() + 30.0
+        while not future.done():
+            if time.monotonic() > end:
+                raise RuntimeError("episode/reset did not answer within 30 s")
+            self.spin(0.05)
+        if not future.result().success:
+            raise RuntimeError(f"episode/reset refused: {future.result().message}")
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+        self.executor.shutdown()
+        self.rclpy.try_shutdown(context=self.context)
 
 
-def _stats(samples_s: list[float]) -> str:
-    micros = np.asarray(samples_s) * 1e6
-    return f"median {np.median(micros):7.1f} us   p99 {np.percentile(micros, 99):7.1f} us"
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def success_table(ends: list[dict[str, Any]]) -> str:
+    rows = [f"{'episode':>7} {'seed':>5} {'result':<11} {'success':<7} {'time to goal s':>14} "
+            f"{'final dist m':>12} {'min dist m':>10}"]
+    for e in ends:
+        rows.append(f"{e['episode']:>7} {e.get('seed', '-'):>5} {str(e.get('reason')):<11} "
+                    f"{'yes' if e.get('success') else 'no':<7} {_fmt(e.get('time_to_goal_s')):>14} "
+                    f"{_fmt(e.get('final_distance_m')):>12} {_fmt(e.get('min_distance_m')):>10}")
+    successes = sum(bool(e.get("success")) for e in ends)
+    rows.append(f"success: {successes}/{len(ends)}")
+    return "\n".join(rows)
+
+
+def plot_trajectories(events: list[dict[str, Any]], odometry: list[tuple], path: Path) -> Optional[Path]:
+    """Top view (x, y) of each episode's odometry with its start and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    starts = [e for e in events if e["event"] == "start"]
+    ends = {e["episode"]: e for e in events if e["event"] == "end"}
+    if not starts or not odometry:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for start in starts:
+        end_time = ends.get(start["episode"], {}).get("time_s", math.inf)
+        track = [(x, y) for t, x, y, _ in odometry if start["time_s"] <= t <= end_time]
+        label = f"ep {start['episode']} ({ends.get(start['episode'], {}).get('reason', 'running')})"
+        if track:
+            line, = ax.plot(*zip(*track), label=label)
+            colour = line.get_color()
+            ax.plot(*start["start_position"][:2], "o", color=colour)
+            for target in start.get("targets", []):
+                ax.plot(target[0], target[1], "*", markersize=14, color=colour)
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("flight demo: odometry (o start, * target)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def wait_for(condition, monitor: Monitor, graphs: list[NodeGraph], timeout_s: float, what: str) -> None:
+    """Spin until `condition()`; NodeExited if a node dies meanwhile, RuntimeError after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for graph in graphs:
+            graph.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what} (see the logs)")
+        monitor.spin(0.2)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from liquid_control.export import export_bundle
-    from liquid_control.models.model_file import load_model, save_model
-    from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
-    from liquid_control.models.policy import PolicyConfig, PolicyModel, count_effective, count_trainable
-    from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
-
-    if args.steps < 1:
-        print("error: --steps must be positive")
+    model = Path(args.model).expanduser() if args.model else default_model_path()
+    if not model.is_file():
+        hint = ("the shipped policy models/default_cfc.safetensors does not exist yet (it has not been trained "
+                "or installed): pass a model file with --model PATH") if args.model is None else \
+            "pass an existing model file (.safetensors) with --model"
+        print(f"error: model file {model} not found; {hint}")
         return 2
-    print(BANNER)
-    torch.manual_seed(args.seed)
-    perception = FeatureExtractor(PerceptionConfig()).eval()
-    policy = PolicyModel(PolicyConfig()).eval()
+    if args.episodes < 1:
+        print("error: --episodes must be >= 1")
+        return 2
+    out = Path(args.out or datetime.now().strftime("demo_%Y%m%d-%H%M%S")).resolve()
+    bag = out / "bag"
+    if bag.exists():
+        print(f"error: {bag} already exists; choose another --out")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    sim = {"autostart": False, "episodes": args.episodes, "scenario": args.scenario, "seed": args.seed,
+           "real_time_factor": float(args.real_time_factor), "duration_s": float(args.duration_s)}
+    policy = {"rate_hz": float(args.policy_rate_hz)} if args.policy_rate_hz else {}
+    record = None if args.no_record else {"output": str(bag), "topics": RECORDED_TOPICS, "types": PRE_SUBSCRIBED}
+    nodes = sim_graph(str(model), sim=sim, policy=policy, record=record)
+    print(f"flight demo: {args.episodes} x {args.scenario} from seed {args.seed} with {model}\n"
+          f"  starting {', '.join(n.name for n in nodes)} (logs in {out / 'logs'})", flush=True)
+    monitor: Optional[Monitor] = None
+    code = 0
+    try:
+        with terminate_as_interrupt(), contextlib.ExitStack() as stack:
+            monitor = Monitor()
+            graphs: list[NodeGraph] = []
 
-    with tempfile.TemporaryDirectory(prefix="liquid_demo_") as scratch:
-        folder = Path(args.out) if args.out else Path(scratch)
-        started = time.perf_counter()
-        model_path = save_model(folder / "demo_model.safetensors", policy=policy, perception=perception,
-                                training={"note": "untrained demo weights", "seed": args.seed})
-        bundle = load_model(model_path)  # what a node would do: everything below runs from files
-        print(f"\n1. model file      {model_path} ({model_path.stat().st_size / 1024:.0f} KiB)")
-        for role, module in (("policy", bundle.policy), ("perception", bundle.perception)):
-            print(f"   {role:10s}      {count_trainable(module):,} trainable parameters, "
-                  f"{count_effective(module):,} effective after masks")
-        print(f"   policy core      {bundle.policy_config.kind} ({bundle.policy_config.cfc_wiring}, "
-              f"{bundle.policy_config.cfc_mode} mode), state size {bundle.policy.state_size}")
+            def start(names: tuple[str, ...], condition, what: str) -> None:
+                graphs.append(stack.enter_context(NodeGraph([n for n in nodes if n.name in names], out / "logs",
+                                                            use_sim_time=True)))
+                wait_for(condition, monitor, graphs, args.startup_timeout_s, what)
 
-        report = export_bundle(bundle.policy, bundle.perception, folder)
-        print(f"2. ONNX export     {report.policy_path.name}: max |onnx - torch| = {report.policy_max_diff:.1e}; "
-              f"{report.perception_path.name}: {report.perception_max_diff:.1e} "
-              f"(tolerance 1e-5, {time.perf_counter() - started:.1f} s)")
-
-        perception_rt = PerceptionRuntime(report.perception_path, threads=1)
-        policy_rt = PolicyRuntime(report.policy_path, threads=1)
-        check_pair(perception_rt, policy_rt)
-        reference = PolicyRuntime(bundle.policy, backend="torch", threads=1)  # eager torch, same weights
-        config = perception_rt.config
-        print(f"3. runtime         onnxruntime providers {policy_rt.providers}, 1 thread; "
-              f"{args.steps} frames {config.width}x{config.height} rgb8, 30 Hz with jitter and drops")
-
-        period = policy_rt.frame_period_s
-        times_perception, times_policy, timespans, commands, worst = [], [], [], [], 0.0
-        previous_stamp = None
-        for image, stamp in synthetic_stream(args.steps, config.height, config.width, period, args.seed):
-            timespan = 1.0 if previous_stamp is None else (stamp - previous_stamp) / period
-            previous_stamp = stamp
-            t0 = time.perf_counter()
-            features = perception_rt.features(image, "rgb8")
-            t1 = time.perf_counter()
-            command = policy_rt.step(features, timespan)
-            t2 = time.perf_counter()
-            times_perception.append(t1 - t0)
-            times_policy.append(t2 - t1)
-            timespans.append(timespan)
-            commands.append(command)
-            worst = max(worst, float(np.abs(reference.step(features, timespan) - command).max()))
-        commands_array = np.asarray(commands)
-        total = np.asarray(times_perception) + np.asarray(times_policy)
-        print(f"   timespans        {min(timespans):.2f} .. {max(timespans):.2f} nominal frames "
-              f"({sum(t > 1.5 for t in timespans)} dropped-frame gaps)")
-        print(f"   perception       {_stats(times_perception)}")
-        print(f"   policy step      {_stats(times_policy)}")
-        print(f"   per frame        {_stats(list(total))}")
-        print(f"   commands         |vx,vy,vz| <= {np.abs(commands_array[:, :3]).max():.3f} m/s, "
-              f"|yaw rate| <= {np.abs(commands_array[:, 3]).max():.3f} rad/s (untrained weights)")
-        print(f"   onnxruntime vs eager torch over the stream: max |command difference| = {worst:.1e}")
-        if args.out:
-            print(f"\nFiles kept in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
-    ok = report.policy_max_diff <= 1e-5 and report.perception_max_diff <= 1e-5 and worst <= 1e-4
-    print("\ndemo finished: " + ("deploy path OK" if ok else "MISMATCH between onnxruntime and torch"))
-    return 0 if ok else 1
+            if record is None:
+                start(("sim", "perception", "policy"), monitor.ready, "sim, perception and policy to start")
+            else:
+                # Staged so that the recorder meets every best-effort topic through its publisher first: a
+                # recorder that sees a subscriber before any publisher subscribes reliably, which best-effort
+                # publishers cannot serve (it then records nothing on that topic).
+                start(("recorder", "sim"), lambda: monitor.subscribed("camera/image_raw", "odom", "cmd_vel"),
+                      "the recorder and the sim to start")
+                start(("perception",), lambda: monitor.subscribed("features"), "perception to start")
+                start(("policy",), monitor.ready, "policy to start")
+            monitor.follow()
+            print("  nodes up; flying", flush=True)
+            monitor.start_run()
+            monitor.last_message_wall = time.monotonic()
+            while not any(e["event"] == "finished" for e in monitor.events):
+                for graph in graphs:
+                    graph.check()
+                if time.monotonic() - monitor.last_message_wall > 60.0:
+                    raise RuntimeError("no status or odometry from the sim for 60 s: the run stalled")
+                monitor.spin(0.2)
+    except NodeExited as error:
+        print(f"error: {error}")
+        code = 1
+    except RuntimeError as error:
+        print(f"error: {error}")
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted: nodes stopped")
+        code = 130
+    finally:
+        if monitor is not None:
+            monitor.close()
+    if monitor is None:
+        return code or 1
+    ends = [e for e in monitor.events if e["event"] == "end"]
+    if ends:
+        print("\n" + success_table(ends))
+    plot = plot_trajectories(monitor.events, monitor.odometry, out / "trajectories.png")
+    if record is not None and bag.exists():
+        print(f"bag: {bag}")
+    if plot is not None:
+        print(f"trajectory plot: {plot}")
+    (out / "episodes.json").write_text(json.dumps(ends, indent=2))
+    return code
