@@ -237,3 +237,130 @@ def test_flushes_while_simulated_time_stands_still(tmp_path, ros):
         recorder.close()
         recorder.destroy_node()
         publisher.close()
+
+
+def shipped_recorder_parameters(repo_root) -> list:
+    """config/recorder.yaml as parameter overrides (what `--params-file` gives the node)."""
+    with open(repo_root / "config" / "recorder.yaml") as handle:
+        values = yaml.safe_load(handle)["recorder"]["ros__parameters"]
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+@pytest.mark.parametrize("setup", ["subscriber_first", "shipped_yaml"])
+def test_best_effort_publisher_appearing_after_the_recorder_is_recorded(tmp_path, ros, repo_root, setup):
+    """The recorder starts before the best-effort image publisher exists. subscriber_first: only a
+    subscriber (e.g. perception) puts the topic in the graph; shipped_yaml: config/recorder.yaml,
+    whose `types` pre-declares /camera/image_raw. Either way, the images must be recorded."""
+    from liquid_control.nodes.recorder_node import RecordedTopic, RecorderNode
+
+    bag = tmp_path / setup
+    if setup == "shipped_yaml":
+        topic = "/camera/image_raw"
+        parameters = shipped_recorder_parameters(repo_root)
+    else:
+        topic = "/rec_test/late_image"
+        parameters = [Parameter("topics", Parameter.Type.STRING_ARRAY, [topic])]
+    parameters += [Parameter("output", value=str(bag)), Parameter("discovery_period_s", value=0.1)]
+    consumer = ros.create_subscription(Image, topic, lambda msg: None, qos_profile_sensor_data)
+    recorder = RecorderNode(parameters)
+    publisher = None
+    try:
+        with bf.Spinner(recorder):
+            if setup == "subscriber_first":  # the recorder has seen the topic (type known), no publisher yet
+                assert bf.wait_until(lambda: topic in dict(recorder.get_topic_names_and_types()), DISCOVERY_TIMEOUT_S)
+                time.sleep(0.5)  # several discovery periods
+                assert topic not in recorder.subscriptions_by_topic  # waits for a publisher instead of guessing
+            else:
+                entry: RecordedTopic = recorder.subscriptions_by_topic[topic]  # pre-declared: subscribed at once
+                assert entry.provisional and entry.qos.reliability.name == "RELIABLE"  # for reliable publishers
+            publisher = ros.create_publisher(Image, topic, qos_profile_sensor_data)  # best effort, like the sim
+            assert bf.wait_until(lambda: publisher.get_subscription_count() >= 2, DISCOVERY_TIMEOUT_S)
+            assert bf.wait_until(lambda: topic in recorder.subscriptions_by_topic
+                                 and not recorder.subscriptions_by_topic[topic].provisional, DISCOVERY_TIMEOUT_S)
+            assert recorder.subscriptions_by_topic[topic].qos.reliability.name == "BEST_EFFORT"
+            time.sleep(0.3)  # the recorder's side of the match
+            for i in range(5):
+                publisher.publish(Image(height=1, width=2, encoding="mono8", step=2, data=bytes([i, 255 - i])))
+                time.sleep(0.05)
+            assert bf.wait_until(lambda: recorder.counts.get(topic) == 5, 5.0), recorder.counts
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+        ros.destroy_subscription(consumer)
+        if publisher is not None:
+            ros.destroy_publisher(publisher)
+    metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    topics = {t["topic_metadata"]["name"]: t for t in metadata["topics_with_message_count"]}
+    assert topics[topic]["message_count"] == 5
+    assert [q["reliability"] for q in topics[topic]["topic_metadata"]["offered_qos_profiles"]] == ["best_effort"]
+    with BagReader(bag, image_topic=topic) as reader:
+        assert [f.image[0, 1, 0] for f in reader.images()] == [255, 254, 253, 252, 251]
+
+
+def test_pre_declared_topic_keeps_every_message_through_qos_changes(tmp_path, ros):
+    """Pre-declared type, no publisher yet. A reliable publisher then sends at 100 Hz: recorded from its
+    very first message, in order. Then a best-effort publisher joins, which the reliable subscription
+    cannot serve: the recorder re-subscribes best effort (the reliable one records until it is retired)
+    and records both publishers, each message once."""
+    from liquid_control.nodes.recorder_node import RETIRE_AFTER_S, RecorderNode
+
+    bag = tmp_path / "switch"
+    topic = TOPIC + "_switch"
+    recorder = RecorderNode([Parameter("output", value=str(bag)), Parameter("discovery_period_s", value=0.1),
+                             Parameter("topics", Parameter.Type.STRING_ARRAY, [topic]),
+                             Parameter("types", Parameter.Type.STRING_ARRAY, [f"{topic}:={bf.TWIST_STAMPED}"])])
+    reliable = NumberedPublisher(ros, topic)  # reliable, depth 100
+    best_effort = None
+    try:
+        with bf.Spinner(recorder):
+            entry = recorder.subscriptions_by_topic[topic]
+            assert bf.wait_until(lambda: reliable.publisher.get_subscription_count() > 0, DISCOVERY_TIMEOUT_S)
+            end = time.monotonic() + DISCOVERY_TIMEOUT_S
+            while time.monotonic() < end and (entry.provisional or recorder.counts[topic] == 0):
+                reliable.publish(5)
+            assert len(entry.subscriptions) == 1 and entry.qos.reliability.name == "RELIABLE", recorder.counts
+            before_best_effort = len(reliable.sent)
+            best_effort = ros.create_publisher(TwistStamped, topic, qos_profile_sensor_data)
+            end = time.monotonic() + DISCOVERY_TIMEOUT_S
+            while time.monotonic() < end and (entry.qos.reliability.name != "BEST_EFFORT"
+                                              or best_effort.get_subscription_count() == 0):
+                reliable.publish(5)
+            assert entry.qos.reliability.name == "BEST_EFFORT", recorder.counts
+            time.sleep(0.3)  # the recorder's side of the best-effort match
+            for i in range(20):
+                reliable.publish(1)
+                message = TwistStamped()
+                message.twist.linear.x = 1000.0 + i
+                best_effort.publish(message)
+            end = time.monotonic() + RETIRE_AFTER_S + 5  # past the old one's retirement too
+            while time.monotonic() < end and len(entry.subscriptions) > 1:
+                reliable.publish(5)
+            reliable.publish(20)
+            wait_until_stable(lambda: recorder.counts[topic])
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+        reliable.close()
+        if best_effort is not None:
+            ros.destroy_publisher(best_effort)
+    with BagReader(bag) as reader:
+        received = [int(sample.command[0]) for sample in reader.commands()]
+    from_reliable = [x for x in received if x < 1000]
+    # Every message from the very first one, each once: nothing was lost or doubled by the switch ...
+    assert sorted(from_reliable) == list(range(len(reliable.sent))), from_reliable
+    # ... and in order while one subscription served the reliable publisher.
+    assert from_reliable[:before_best_effort] == list(range(before_best_effort))
+    assert sorted(x for x in received if x >= 1000) == list(range(1000, 1020))
+    metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    (recorded,) = metadata["topics_with_message_count"]
+    assert [q["reliability"] for q in recorded["topic_metadata"]["offered_qos_profiles"]] == ["reliable"]
+    assert len(received) == len(set(received))
+
+
+def wait_until_stable(value, quiet_s: float = 0.5, timeout_s: float = 5.0) -> None:
+    """Wait until value() has not changed for quiet_s (the last messages have arrived)."""
+    last, since, deadline = value(), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.05)
+        if (current := value()) != last:
+            last, since = current, time.monotonic()

@@ -3,8 +3,15 @@
 Subscriptions are raw (`raw=True`): the callback gets the CDR bytes the bag
 stores, so nothing is deserialised. A topic's type comes from the `types`
 parameter ("topic:=pkg/msg/Type") or from the ROS graph, polled every
-`discovery_period_s`; its QoS follows its publishers (best effort if any
-publisher is best effort, as rosbag2 does) so no publisher is left unmatched.
+`discovery_period_s`. Its QoS follows its publishers' offers, as in rosbag2:
+best effort if any publisher is best effort, transient local only if all are.
+A topic without a publisher is not subscribed (the next discovery looks again),
+except when its type is pre-configured: then it is subscribed reliably at once,
+so a reliable publisher (commands) is recorded from its very first message, and
+re-subscribed as soon as its publishers offer something else (a best-effort
+camera). A re-subscription makes the new subscription before it retires the old
+one; a sample that arrives through both is recorded once (publisher GID +
+sequence number).
 
 Safety: the bag stays readable whatever happens. Chunks are flushed to the OS
 and metadata.yaml rewritten at least every `flush_period_s` (BagWriter), so a
@@ -16,19 +23,27 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError
-from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos
+from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos, message_definition
 from liquid_control.nodes.common import DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status
 
 IGNORED_WHEN_RECORDING_ALL = ("/rosout", "/parameter_events")
+# An unneeded subscription is destroyed this long (s) after the kept one has matched every
+# publisher: DDS discovery is two-sided and the publisher's half can lag (> 1 s measured here).
+RETIRE_AFTER_S = 2.0
+# Keys of recently recorded samples kept per topic once it has had two subscriptions at a time.
+DEDUPLICATION_WINDOW = 1000
 
 PARAMS = [
     ParamSpec("output", "", "bag directory to create; empty: rosbag2_YYYY_MM_DD-HH_MM_SS in the working directory"),
@@ -70,6 +85,62 @@ def _qos_dict(profile: QoSProfile) -> dict[str, Any]:
     return qos
 
 
+def qos_profile(reliability: ReliabilityPolicy, durability: DurabilityPolicy, depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=durability)
+
+
+def offered_qos(publishers: list[Any], depth: int) -> QoSProfile:
+    """Subscription QoS every publisher can serve (rosbag2's rule): best effort if any publisher is
+    best effort, transient local only if all are (so their latched samples arrive), keep last `depth`.
+    No publisher: reliable volatile."""
+    best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
+    latched = bool(publishers) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                                       for p in publishers)
+    return qos_profile(ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                       DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE, depth)
+
+
+def same_qos(a: QoSProfile, b: QoSProfile) -> bool:
+    return a.reliability == b.reliability and a.durability == b.durability
+
+
+def describe(qos: QoSProfile) -> str:
+    return f"{qos.reliability.name.lower()} {qos.durability.name.lower()}"
+
+
+def sample_key(data: bytes, info: dict[str, Any]) -> tuple:
+    """Identity of one published sample, the same on every subscription that receives it."""
+    gid = info.get("publisher_gid")
+    gid = bytes(gid.get("data", b"")) if isinstance(gid, dict) else gid
+    sequence = info.get("publication_sequence_number")
+    if sequence is None or not gid:  # an RMW without these: source time + size is as close as we get
+        return (info.get("source_timestamp"), len(data))
+    return (gid, sequence)
+
+
+@dataclass
+class RecordedTopic:
+    """The live subscriptions of one recorded topic; the last one is kept, the others are retiring.
+
+    provisional: pre-configured type, no publisher seen yet: reliable, until the publishers' offers
+        choose.
+    recent: keys of recently recorded samples (deduplication), from the first time the topic had
+        two subscriptions at once; None before.
+    """
+
+    msgtype: str
+    cls: Any
+    subscriptions: list[tuple[QoSProfile, Any]] = field(default_factory=list)
+    provisional: bool = False
+    kept_matched_at: float | None = None  # monotonic time the kept subscription matched every publisher
+    recent: OrderedDict | None = None
+
+    @property
+    def qos(self) -> QoSProfile:
+        """QoS of the subscription that is kept."""
+        return self.subscriptions[-1][0]
+
+
 class RecorderNode(Node):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__("recorder", parameter_overrides=parameter_overrides or [])
@@ -85,9 +156,11 @@ class RecorderNode(Node):
         output = self.params["output"] or datetime.now().strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
         self.writer = BagWriter(output, BagWriterConfig(compression=self.params["compression"],
                                                         flush_period_s=self.params["flush_period_s"]))
-        self.subscriptions_by_topic: dict[str, Any] = {}
+        self.subscriptions_by_topic: dict[str, RecordedTopic] = {}
         self.counts: dict[str, int] = {}
         self.refused: set[str] = set()
+        self.in_bag: set[str] = set()  # topics added to the bag (a provisional one: at its first message)
+        self.retired: list[Any] = []  # subscriptions to destroy outside their own callbacks
         self.started = time.monotonic()
         self.diagnostics = DiagnosticsPublisher(self)
         self.discover()
@@ -104,35 +177,105 @@ class RecorderNode(Node):
                                f"into {self.writer.bag_dir}")
 
     def discover(self) -> None:
-        """Subscribe to every wanted topic whose type is now known."""
+        """Subscribe to every wanted topic whose type and publishers are known; follow publisher QoS."""
+        for subscription in self.retired:
+            self.destroy_subscription(subscription)
+        self.retired.clear()
         graph = dict(self.get_topic_names_and_types())
         wanted = set(graph) - set(IGNORED_WHEN_RECORDING_ALL) if self.record_all else set(self.requested)
-        for topic in sorted(wanted - set(self.subscriptions_by_topic) - self.refused):
+        for topic in sorted(wanted - self.refused):
+            publishers = self.get_publishers_info_by_topic(topic)
+            entry = self.subscriptions_by_topic.get(topic)
+            if entry is not None:
+                self.follow_publishers(topic, entry, publishers)
+                continue
             msgtype = self.type_overrides.get(topic) or (graph.get(topic) or [None])[0]
-            if msgtype is not None:
-                self.subscribe(topic, msgtype)
+            # No publisher and no configured type: wait. Guessing reliable would never match a
+            # best-effort publisher (camera images, features) and record nothing.
+            if msgtype is not None and (publishers or topic in self.type_overrides):
+                self.subscribe(topic, msgtype, publishers)
 
-    def subscribe(self, topic: str, msgtype: str) -> None:
-        publishers = self.get_publishers_info_by_topic(topic)
-        best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
-        latched = bool(publishers) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                                           for p in publishers)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.params["queue_depth"],
-                         reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+    def subscribe(self, topic: str, msgtype: str, publishers: list[Any]) -> None:
         try:
             cls = message_class(msgtype)
-            self.writer.add_topic(topic, msgtype, [_qos_dict(p.qos_profile) for p in publishers] or [_qos_dict(qos)])
+            if publishers:
+                self.add_to_bag(topic, msgtype, publishers)
+            else:
+                message_definition(msgtype)  # refuse a type the bag cannot describe now, not at its first message
         except (ValueError, BagError) as err:
             self.refused.add(topic)  # warn once, do not retry every discovery period
             self.get_logger().warning(f"not recording {topic}: {err}")
             return
         self.counts[topic] = 0
-        self.subscriptions_by_topic[topic] = self.create_subscription(
-            cls, topic, lambda data, topic=topic: self.on_message(topic, data), qos, raw=True)
-        self.get_logger().info(f"recording {topic} [{msgtype}]")
+        entry = self.subscriptions_by_topic[topic] = RecordedTopic(msgtype, cls, provisional=not publishers)
+        # No publisher yet (pre-configured type): reliable, which a reliable publisher serves from its first
+        # message (its history covers the discovery gap); a best-effort one gets its own subscription when it
+        # appears. Not both at once from the start: measured here, a best-effort twin then recorded a reliable
+        # publisher's messages 5.. before the reliable subscription's resent 0..4 (out of order).
+        self.add_subscription(topic, entry, offered_qos(publishers, self.params["queue_depth"]),
+                              quiet=not publishers)
+        self.get_logger().info(f"recording {topic} [{msgtype}] ({describe(entry.qos)}"
+                               f"{', until its publishers appear' if entry.provisional else ''})")
 
-    def on_message(self, topic: str, data: bytes) -> None:
+    def add_subscription(self, topic: str, entry: RecordedTopic, qos: QoSProfile, quiet: bool = False) -> None:
+        if entry.subscriptions and entry.recent is None:
+            entry.recent = OrderedDict()  # two subscriptions at once: a sample may arrive twice
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda event: None) if quiet else None
+        entry.subscriptions.append((qos, self.create_subscription(
+            entry.cls, topic, lambda data, info: self.on_message(topic, data, info), qos, raw=True,
+            event_callbacks=events)))
+        entry.kept_matched_at = None
+
+    def add_to_bag(self, topic: str, msgtype: str, publishers: list[Any]) -> None:
+        self.writer.add_topic(topic, msgtype, [_qos_dict(p.qos_profile) for p in publishers]
+                              or [_qos_dict(offered_qos([], self.params["queue_depth"]))])
+        self.in_bag.add(topic)
+
+    def follow_publishers(self, topic: str, entry: RecordedTopic, publishers: list[Any]) -> None:
+        """Choose the subscription the publishers' offers call for; retire the others once it has matched."""
+        if not publishers:
+            return
+        wanted = offered_qos(publishers, self.params["queue_depth"])
+        # Provisional (made before any publisher): follow their offers exactly, e.g. transient local
+        # for latched publishers; otherwise only when some publisher cannot be served (no churn).
+        if len(entry.subscriptions) == 1 and not same_qos(wanted, entry.qos) and \
+                (entry.provisional or self.unserved(entry.qos, wanted)):
+            # Make the new subscription before breaking the old one.
+            self.get_logger().info(f"re-subscribing {topic}: {describe(entry.qos)} -> {describe(wanted)}, "
+                                   "as its publishers offer")
+            self.add_subscription(topic, entry, wanted)
+        entry.provisional = False
+        if len(entry.subscriptions) > 1:
+            if entry.subscriptions[-1][1].get_publisher_count() < len(publishers):
+                entry.kept_matched_at = None
+            elif entry.kept_matched_at is None:
+                entry.kept_matched_at = time.monotonic()
+            elif time.monotonic() - entry.kept_matched_at >= RETIRE_AFTER_S:
+                # Destroyed at the next discovery, never inside one of its own callbacks.
+                self.retired.extend(subscription for _, subscription in entry.subscriptions[:-1])
+                del entry.subscriptions[:-1]
+
+    @staticmethod
+    def unserved(have: QoSProfile, wanted: QoSProfile) -> bool:
+        """True when some publisher cannot serve `have` (reliable vs best effort, latched vs volatile)."""
+        return (have.reliability == ReliabilityPolicy.RELIABLE and wanted.reliability == ReliabilityPolicy.BEST_EFFORT) \
+            or (have.durability == DurabilityPolicy.TRANSIENT_LOCAL and wanted.durability == DurabilityPolicy.VOLATILE)
+
+    def on_message(self, topic: str, data: bytes, info: dict[str, Any]) -> None:
+        entry = self.subscriptions_by_topic[topic]
+        if entry.recent is not None:  # record each sample once, whichever subscription brings it
+            key = sample_key(data, info)
+            if key in entry.recent:
+                return
+            entry.recent[key] = None
+            if len(entry.recent) > DEDUPLICATION_WINDOW:
+                entry.recent.popitem(last=False)
+        if topic not in self.in_bag:  # a pre-configured topic: its publishers' offers are known now
+            try:
+                self.add_to_bag(topic, entry.msgtype, self.get_publishers_info_by_topic(topic))
+            except (OSError, BagError) as err:
+                self.stop_on_write_error(err)
+                return
         # Log time = receive time on this node's clock (ROS time under use_sim_time), like rosbag2.
         try:
             self.writer.write(topic, self.get_clock().now().nanoseconds, data)
