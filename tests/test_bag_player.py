@@ -221,3 +221,61 @@ def test_bad_inputs(tmp_path, ros):
         bf.stop_process(process)
     log = (tmp_path / "bad.log").read_text()
     assert "does not exist" in log and "Traceback" not in log
+
+
+def played_names(bag, parameters) -> dict[str, str]:
+    """bag topic -> the name the player publishes it under (the node is closed before it plays anything)."""
+    from liquid_control.nodes.bag_player_node import BagPlayerNode
+
+    player = BagPlayerNode([Parameter("bag", value=str(bag)), Parameter("delay_s", value=60.0), *parameters])
+    try:
+        return {topic: publisher.topic_name for topic, publisher in player.publishers_by_topic.items()}
+    finally:
+        player.close()
+        player.destroy_node()
+
+
+def test_recorded_outputs_of_the_live_graph_are_renamed(tmp_path, ros, repo_root):
+    """A demo bag's /cmd_vel, /features and /diagnostics never come back under their own names by default:
+    not from config/bag_player.yaml, not from `liquid-control replay`, not from the node's defaults."""
+    import argparse
+
+    import yaml
+
+    from liquid_control.commands import replay
+    from liquid_control.nodes import bag_player_node
+
+    bag = tmp_path / "demo"
+    features = bf.T["sensor_msgs/msg/Image"](header=bf._header(0), height=1, width=2, encoding="32FC1",
+                                             is_bigendian=0, step=8, data=np.zeros(8, np.uint8))
+    status = bf.TYPESTORE.serialize_cdr(bf.T["diagnostic_msgs/msg/DiagnosticArray"](header=bf._header(0), status=[]),
+                                        "diagnostic_msgs/msg/DiagnosticArray").tobytes()
+    with BagWriter(bag) as writer:
+        for topic, msgtype in [("/cmd_vel", bf.TWIST_STAMPED), ("/features", bf.IMAGE), ("/camera/image_raw", bf.IMAGE),
+                               ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")]:
+            writer.add_topic(topic, msgtype)
+        writer.write("/cmd_vel", BAG_START_NS, bf.cdr(bf.Entry("/cmd_vel", bf.TWIST_STAMPED, 0,
+                                                             bf.twist_stamped_msg(BAG_START_NS, [0.0] * 4))))
+        writer.write("/features", BAG_START_NS, bf.cdr(bf.Entry("/features", bf.IMAGE, 0, features)))
+        writer.write("/diagnostics", BAG_START_NS, status)
+    renamed = {"/cmd_vel": "/recorded/cmd_vel", "/features": "/recorded/features",
+               "/diagnostics": "/recorded/diagnostics", "/camera/image_raw": "/camera/image_raw"}
+
+    with open(repo_root / "config" / "bag_player.yaml") as handle:
+        shipped = yaml.safe_load(handle)["bag_player"]["ros__parameters"]
+    yaml_parameters = [Parameter(k, value=v) for k, v in shipped.items() if k not in ("bag", "delay_s")]
+    assert played_names(bag, yaml_parameters) == renamed
+    assert played_names(bag, []) == renamed  # ros2 run without a parameter file
+    parser = argparse.ArgumentParser()
+    replay.add_arguments(parser)
+    cli = [p for p in replay.parameter_overrides(parser.parse_args([str(bag)])) if p.name not in ("bag", "delay_s")]
+    assert played_names(bag, cli) == renamed
+    assert (replay.DEFAULT_RECORDED_PREFIX, replay.LIVE_GRAPH_TOPICS) == \
+        (bag_player_node.DEFAULT_RECORDED_PREFIX, bag_player_node.LIVE_GRAPH_TOPICS)  # the CLI's copy agrees
+
+    # Opting out, and a remap that overrides the prefix for its topic.
+    args = parser.parse_args([str(bag), "--recorded-prefix", "", "--remap", "/features:=/old/features"])
+    cli = [p for p in replay.parameter_overrides(args) if p.name not in ("bag", "delay_s")]
+    assert played_names(bag, cli) == {**{t: t for t in renamed}, "/features": "/old/features"}
+    with pytest.raises(ValueError, match="'recorded_prefix'.*absolute"):
+        played_names(bag, [Parameter("recorded_prefix", value="recorded")])

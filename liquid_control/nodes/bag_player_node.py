@@ -5,9 +5,13 @@ publishes serialized data as is), each at
     start + delay_s + (log_time - bag_start - start_offset_s) / rate
 on the monotonic clock, from a playback thread (the executor stays free for
 parameters and diagnostics). With `clock` true, /clock carries bag time at
-`clock_rate_hz`, so nodes with use_sim_time follow the bag. `remap` renames
-topics ("from:=to"); `topics` limits what is played. At the end of the bag the
-node shuts down, or starts over when `loop` is true.
+`clock_rate_hz`, so nodes with use_sim_time follow the bag. The bag's copies of
+what a live graph publishes itself (/cmd_vel, /features, /diagnostics) are played
+under `recorded_prefix` (/recorded/cmd_vel, ...) so that they never mix with the
+live policy's commands and features ("" plays them under their own names);
+`remap` renames any topic ("from:=to", overrides the prefix); `topics` limits
+what is played. At the end of the bag the node shuts down, or starts over when
+`loop` is true.
 
 Safety: a bag that cannot be read, or has no playable topic, stops the node at
 start with the reason logged; a topic whose type is not installed is skipped
@@ -29,8 +33,14 @@ from liquid_control.nodes.common import DiagnosticsPublisher, ParamSpec, declare
 from liquid_control.nodes.recorder_node import message_class, string_list_parameter
 from liquid_control.timing import LoopTiming
 
+# Topics that the live perception/policy nodes (and every node's diagnostics) publish themselves.
+LIVE_GRAPH_TOPICS = ("/cmd_vel", "/features", "/diagnostics")
+DEFAULT_RECORDED_PREFIX = "/recorded"
+
 PARAMS = [
     ParamSpec("bag", "", "bag directory or .mcap/.db3 file to play"),
+    ParamSpec("recorded_prefix", DEFAULT_RECORDED_PREFIX, "namespace under which the bag's "
+              f"{', '.join(LIVE_GRAPH_TOPICS)} are played, apart from the live graph's ('': their own names)"),
     ParamSpec("rate", 1.0, "playback speed factor", 0.01, 100.0),
     ParamSpec("start_offset_s", 0.0, "bag seconds skipped from the first message", 0.0, 1e9),
     ParamSpec("delay_s", 0.0, "wait (s) before the first message, e.g. for subscribers to connect", 0.0, 60.0),
@@ -51,7 +61,10 @@ class BagPlayerNode(Node):
         if not self.params["bag"]:
             raise ValueError("parameter 'bag' is empty: give the bag to play")
         only = {self.resolve_topic_name(t) for t in string_list_parameter(self, "topics", "topics to play; empty: all")}
-        self.remap: dict[str, str] = {}
+        prefix = self.params["recorded_prefix"].rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(f"parameter 'recorded_prefix': {prefix!r} must be absolute (start with '/') or empty")
+        self.remap: dict[str, str] = {topic: prefix + topic for topic in LIVE_GRAPH_TOPICS} if prefix else {}
         for item in string_list_parameter(self, "remap", "topic renames, 'from:=to'"):
             source, sep, target = item.partition(":=")
             if not sep or not source or not target:
