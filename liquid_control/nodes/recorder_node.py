@@ -212,15 +212,15 @@ class RecorderNode(Node):
         # message (its history covers the discovery gap); a best-effort one gets its own subscription when it
         # appears. Not both at once from the start: measured here, a best-effort twin then recorded a reliable
         # publisher's messages 5.. before the reliable subscription's resent 0..4 (out of order).
-        self.add_subscription(topic, entry, offered_qos(publishers, self.params["queue_depth"]),
-                              quiet=not publishers)
+        self.add_subscription(topic, entry, offered_qos(publishers, self.params["queue_depth"]))
         self.get_logger().info(f"recording {topic} [{msgtype}] ({describe(entry.qos)}"
                                f"{', until its publishers appear' if entry.provisional else ''})")
 
-    def add_subscription(self, topic: str, entry: RecordedTopic, qos: QoSProfile, quiet: bool = False) -> None:
+    def add_subscription(self, topic: str, entry: RecordedTopic, qos: QoSProfile) -> None:
         if entry.subscriptions and entry.recent is None:
             entry.recent = OrderedDict()  # two subscriptions at once: a sample may arrive twice
-        events = SubscriptionEventCallbacks(incompatible_qos=lambda event: None) if quiet else None
+        # rclpy's default "incompatible QoS" warning is noise here: follow_publishers re-subscribes.
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
         entry.subscriptions.append((qos, self.create_subscription(
             entry.cls, topic, lambda data, info: self.on_message(topic, data, info), qos, raw=True,
             event_callbacks=events)))
@@ -258,8 +258,10 @@ class RecorderNode(Node):
     @staticmethod
     def unserved(have: QoSProfile, wanted: QoSProfile) -> bool:
         """True when some publisher cannot serve `have` (reliable vs best effort, latched vs volatile)."""
-        return (have.reliability == ReliabilityPolicy.RELIABLE and wanted.reliability == ReliabilityPolicy.BEST_EFFORT) \
-            or (have.durability == DurabilityPolicy.TRANSIENT_LOCAL and wanted.durability == DurabilityPolicy.VOLATILE)
+        reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+        latched, volatile = DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE
+        return (have.reliability == reliable and wanted.reliability == best_effort) \
+            or (have.durability == latched and wanted.durability == volatile)
 
     def on_message(self, topic: str, data: bytes, info: dict[str, Any]) -> None:
         entry = self.subscriptions_by_topic[topic]
