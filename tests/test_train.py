@@ -177,3 +177,22 @@ def test_short_training_lowers_the_loss_and_writes_everything(tmp_path, repo_roo
                         "output.model": str(tmp_path / "third.safetensors"), "output.run_dir": str(tmp_path / "r3")})
     third = train(first, progress=False)
     assert again.history[0]["train_loss"] == pytest.approx(third.history[0]["train_loss"], rel=1e-6)
+
+
+def test_train_cli_runs_a_recipe_and_reports_bad_ones(tmp_path, repo_root, capsys):
+    from liquid_control.cli import main as cli_main
+
+    data = tmp_path / "data"
+    _synthetic_shards(data, episodes=3, frames=20)
+    recipe = str(repo_root / "config" / "train_tiny.yaml")
+    common = ["--set", f"data.sources=[{data}]", "--set", "data.collect=null", "--set", "optim.epochs=1",
+              "--set", f"output.model={tmp_path / 'cli.safetensors'}", "--set", f"output.run_dir={tmp_path / 'run'}",
+              "--no-progress"]
+    assert cli_main(["train", "--config", recipe, *common]) == 0
+    assert "best validation loss" in capsys.readouterr().out
+    assert (tmp_path / "cli.safetensors").is_file()
+    assert cli_main(["train", "--config", recipe, *common, "--set", "optim.nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli_main(["train", "--config", recipe, *common, "--set", f"data.sources=[{tmp_path / 'missing'}]"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["train", "--config", recipe, "--set", "optim.epochs"]) == 2

@@ -30,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not key:
             print(f"error: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            print(f"error: --set {key}: the value is not valid YAML ({err})", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config, overrides)
         result = train(config, progress=not args.no_progress)
