@@ -27,8 +27,8 @@ from liquid_control.model_source import default_model_path
 
 RECORDED_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/features", "/cmd_vel", "/odom", "/clock",
                    "/episode/status", "/diagnostics"]
-# Topics subscribed before they appear; images are left to discovery so the recorder matches the
-# sim's best-effort QoS (a reliable pre-subscription would be incompatible and record nothing).
+# Topics the recorder subscribes before any publisher appears (reliable, so the first command is kept);
+# the others are subscribed with the QoS their publishers offer once discovered.
 PRE_SUBSCRIBED = ["/cmd_vel:=geometry_msgs/msg/TwistStamped", "/episode/status:=std_msgs/msg/String"]
 
 
@@ -231,9 +231,8 @@ def run(args: argparse.Namespace) -> int:
             if record is None:
                 start(("sim", "perception", "policy"), monitor.ready, "sim, perception and policy to start")
             else:
-                # Staged so that the recorder meets every best-effort topic through its publisher first: a
-                # recorder that sees a subscriber before any publisher subscribes reliably, which best-effort
-                # publishers cannot serve (it then records nothing on that topic).
+                # Staged so that the recorder is subscribed to the camera, odometry and commands before
+                # perception and policy produce anything: the bag holds each episode from its first frame.
                 start(("recorder", "sim"), lambda: monitor.subscribed("camera/image_raw", "odom", "cmd_vel"),
                       "the recorder and the sim to start")
                 start(("perception",), lambda: monitor.subscribed("features"), "perception to start")
