@@ -29,9 +29,12 @@ def node_source(module: str) -> ast.Module:
 
 
 def declared_parameters(module: str) -> set[str]:
-    """Names a node declares: ParamSpec("name", ...), string_list_parameter(self, "name", ...),
-    declare_parameter("name", ...)."""
+    """Names a node declares: its module-level PARAMETERS specs, plus ParamSpec("name", ...),
+    string_list_parameter(self, "name", ...) and declare_parameter("name", ...) calls in its source."""
+    import importlib
+
     names = set(ALWAYS_DECLARED)
+    names |= {spec.name for spec in getattr(importlib.import_module(module), "PARAMETERS", [])}
     for node in ast.walk(node_source(module)):
         if not isinstance(node, ast.Call):
             continue

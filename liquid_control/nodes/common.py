@@ -91,6 +91,24 @@ class ParameterError(ValueError):
     """A parameter value is missing, of the wrong type or out of range; the message names it."""
 
 
+def inference_parameters(model_kind: str) -> list[ParamSpec]:
+    """The model and runtime parameters shared by the perception and policy nodes.
+
+    `model_kind` names the ONNX export the node accepts ("perception" or "policy").
+    """
+    from liquid_control.runtime import BACKENDS
+
+    return [
+        ParamSpec("model_path", "", f"model file (.safetensors) or {model_kind} ONNX export; empty: the shipped "
+                  "models/default_cfc.safetensors", read_only=True),
+        ParamSpec("backend", "auto", "inference backend", choices=BACKENDS, read_only=True),
+        ParamSpec("providers", "", "onnxruntime providers, comma separated (cpu, cuda, tensorrt or full names); "
+                  "empty: best available", read_only=True),
+        ParamSpec("threads", 1, "inference threads", 1, 64, read_only=True),
+        ParamSpec("fp16", False, "FP16 where the provider supports it (TensorRT)", read_only=True),
+    ]
+
+
 def declare_parameters_with_ranges(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
     """Declare every spec (with description and range) and return name -> value.
 

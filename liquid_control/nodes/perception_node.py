@@ -25,22 +25,15 @@ from liquid_control.bags import BagError
 from liquid_control.bags.images import decode_compressed_image
 from liquid_control.feature_codec import features_to_payload, image_view
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, inference_parameters,
                                          make_status, now_seconds, sensor_qos, spin_node, stamp_to_seconds)
-from liquid_control.runtime import BACKENDS, PerceptionRuntime
+from liquid_control.runtime import PerceptionRuntime
 from liquid_control.timing import RateMeter
 
 # A stamp this much older than the newest frame is a new timeline (bag loop, sim restart), not a late frame.
 TIME_JUMP_BACK_S = 1.0
 
-PARAMETERS = [
-    ParamSpec("model_path", "", "model file (.safetensors) or perception ONNX export; empty: the shipped "
-              "models/default_cfc.safetensors", read_only=True),
-    ParamSpec("backend", "auto", "inference backend", choices=BACKENDS, read_only=True),
-    ParamSpec("providers", "", "onnxruntime providers, comma separated (cpu, cuda, tensorrt or full names); "
-              "empty: best available", read_only=True),
-    ParamSpec("threads", 1, "inference threads", 1, 64, read_only=True),
-    ParamSpec("fp16", False, "FP16 where the provider supports it (TensorRT)", read_only=True),
+PARAMETERS = inference_parameters("perception") + [
     ParamSpec("input", "raw", "which camera stream to subscribe: raw (camera/image_raw) or compressed "
               "(camera/image_raw/compressed)", choices=("raw", "compressed"), read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0),

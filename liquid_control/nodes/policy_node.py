@@ -31,21 +31,14 @@ except ImportError:  # older rclpy: lateness against previous tick + period
 
 from liquid_control.feature_codec import features_from_payload
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos,
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos, inference_parameters,
                                          declare_parameters_with_ranges, make_status, now_seconds, sensor_qos,
                                          spin_node, stamp_to_seconds)
 from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
-from liquid_control.runtime import BACKENDS, PolicyRuntime
+from liquid_control.runtime import PolicyRuntime
 from liquid_control.timing import LatenessWindow, LoopTiming
 
-PARAMETERS = [
-    ParamSpec("model_path", "", "model file (.safetensors) or policy ONNX export; empty: the shipped "
-              "models/default_cfc.safetensors", read_only=True),
-    ParamSpec("backend", "auto", "inference backend", choices=BACKENDS, read_only=True),
-    ParamSpec("providers", "", "onnxruntime providers, comma separated (cpu, cuda, tensorrt or full names); "
-              "empty: best available", read_only=True),
-    ParamSpec("threads", 1, "inference threads", 1, 64, read_only=True),
-    ParamSpec("fp16", False, "FP16 where the provider supports it (TensorRT)", read_only=True),
+PARAMETERS = inference_parameters("policy") + [
     ParamSpec("rate_hz", 30.0, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
               read_only=True),
     ParamSpec("watchdog_timeout_s", 0.5, "no new features for this long -> hover + ERROR (s)", 0.02, 10.0,
