@@ -124,7 +124,7 @@ def test_baseline_recipes_have_equal_budgets_and_the_same_recipe(repo_root):
         counts[kind] = count_trainable(build_models(config)[1])
         # Same data, optimiser and augmentation as the CfC recipe.
         assert config.data == configs["cfc"].data and config.optim == configs["cfc"].optim
-        assert config.augment == configs["cfc"].augment
+        assert config.augment == configs["cfc"].augment and config.dagger == configs["cfc"].dagger
     assert all(19_000 <= c <= 21_000 for c in counts.values()), counts
 
 
