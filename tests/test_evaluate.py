@@ -114,6 +114,23 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
     assert "success [95% Wilson]" in capsys.readouterr().out
 
 
+def test_evaluate_records_one_readable_bag_per_episode(tmp_path, tiny_model, tiny_suite, capsys):
+    from liquid_control.bags.reader import BagReader
+
+    code = cli_main(["evaluate", "--model", str(tiny_model), "--suite", str(tiny_suite), "--episodes", "1",
+                     "--duration", "0.5", "--backend", "torch", "--record", str(tmp_path / "bags"), "--no-progress"])
+    assert code == 0
+    assert f"episode bags in {tmp_path / 'bags'}" in capsys.readouterr().out
+    (bag,) = (tmp_path / "bags" / "tiny_eval").iterdir()
+    assert bag.name == "train_fly_to_target_1000000"
+    with BagReader(bag) as reader:
+        images = list(reader.images())
+        commands = list(reader.commands())
+    assert len(images) >= 10 and len(commands) >= 10  # 0.5 s at 30 Hz
+    stamps = [frame.stamp_ns for frame in images]
+    assert stamps == sorted(stamps) and images[0].image.dtype == np.uint8
+
+
 def test_evaluate_refuses_bad_inputs(tmp_path, tiny_suite, capsys):
     assert cli_main(["evaluate", "--model", str(tmp_path / "missing.safetensors"), "--no-progress"]) == 2
     assert "missing.safetensors" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """`liquid-control evaluate`: fly a model file closed loop on scenario suites and report success.
 
     liquid-control evaluate --model M --suite S [--suite S2 ...] [--episodes N] [--workers W] [--seed S]
-                            [--json OUT] [--markdown OUT] [--plots DIR] [--backend auto|onnxruntime|torch]
+                            [--json OUT] [--markdown OUT] [--plots DIR] [--record DIR]
+                            [--backend auto|onnxruntime|torch]
 
 Images -> perception -> policy -> flight controller, one step at a time through the
 deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the report and every episode's metrics (JSON)")
     parser.add_argument("--markdown", type=Path, help="write the summary table (Markdown)")
     parser.add_argument("--plots", type=Path, help="directory for per-episode top-down trajectory plots")
+    parser.add_argument("--record", type=Path, help="directory for one rosbag2 MCAP bag per episode "
+                        "(camera images, cmd_vel, odom)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate_suites(args.model, args.suite or ["train"], episodes=args.episodes, workers=args.workers,
                                  base_seed=args.seed, duration_s=args.duration, plots_dir=args.plots,
+                                 record_dir=args.record,
                                  backend=args.backend, progress=not args.no_progress)
     except (ModelFileError, ScenarioError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -70,4 +74,6 @@ def run(args: argparse.Namespace) -> int:
         args.markdown.write_text(table)
     if args.plots:
         print(f"trajectory plots in {args.plots}")
+    if args.record:
+        print(f"episode bags in {args.record}")
     return 0

@@ -104,9 +104,16 @@ def _fly(job: tuple) -> dict[str, Any]:
     """Worker: one closed-loop episode -> metrics (+ trajectory plot when asked)."""
     from liquid_control.simulation.episode import EpisodeConfig, run_episode
 
-    suite_name, scenario, seed, duration_s, plot_path = job
+    suite_name, scenario, seed, duration_s, plot_path, bag_path = job
     controller: PolicyController = _WORKER["controller"]
-    result = run_episode((scenario, seed), controller, None, EpisodeConfig(render=True, duration_s=duration_s))
+    config = EpisodeConfig(render=True, duration_s=duration_s)
+    if bag_path is None:
+        result = run_episode((scenario, seed), controller, None, config)
+    else:  # one bag per episode: camera images at capture time, cmd_vel, odom
+        from liquid_control.bags.episode import EpisodeBagRecorder, RecordingController
+
+        with EpisodeBagRecorder(bag_path) as recorder:
+            result = run_episode((scenario, seed), RecordingController(controller, recorder), None, config)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
     spans = np.asarray(controller.timespans, dtype=float)
     metrics.update(suite=suite_name, failsafe_events=controller.failsafe_events,
@@ -166,9 +173,12 @@ class EvaluationReport:
 
 def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
                     base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
-                    plots_dir: str | Path | None = None,
+                    plots_dir: str | Path | None = None, record_dir: str | Path | None = None,
                     backend: str = "auto", progress: bool = True) -> EvaluationReport:
-    """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise."""
+    """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise.
+
+    With `record_dir`, every episode is also recorded as a rosbag2 MCAP bag
+    `record_dir/<suite>/<scenario>_<seed>` (liquid-control evaluate-bag and replay read it)."""
     from tqdm import tqdm
 
     from liquid_control.models.model_file import load_model
@@ -189,7 +199,9 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
                 seed = base_seed + k
                 plot = None if plots_dir is None else \
                     str(Path(plots_dir) / suite.name / f"{entry.scenario.name}_{seed:06d}.png")
-                jobs.append((suite.name, entry.scenario, seed, duration_s, plot))
+                bag = None if record_dir is None else \
+                    str(Path(record_dir) / suite.name / f"{entry.scenario.name}_{seed:06d}")
+                jobs.append((suite.name, entry.scenario, seed, duration_s, plot, bag))
     start = time.perf_counter()
     backend = _runtime_backend(backend)
     sources: tuple[str, ...] = (str(model), backend)
