@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -196,3 +197,33 @@ def test_train_cli_runs_a_recipe_and_reports_bad_ones(tmp_path, repo_root, capsy
     assert cli_main(["train", "--config", recipe, *common, "--set", f"data.sources=[{tmp_path / 'missing'}]"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli_main(["train", "--config", recipe, "--set", "optim.epochs"]) == 2
+
+
+@pytest.mark.parametrize("with_sim_data", [False, True], ids=["bags_alone", "bags_mixed_with_sim_shards"])
+def test_train_from_rosbags_alone_or_mixed_with_simulator_shards(tmp_path, repo_root, capsys, with_sim_data):
+    """A recorded flight (rosbag2 mcap and sqlite3, Twist commands) trains through the same recipe."""
+    import bag_fixtures as bf
+
+    from liquid_control.cli import main as cli_main
+
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    for k, storage in enumerate(("mcap", "sqlite3")):
+        bf.write_rosbags_bag(bags / f"flight_{storage}", bf.standard_entries(n=24, encoding=("rgb8", "bgr8")[k],
+                                                                             stamped_commands=bool(k)), storage)
+    sources = [str(bags)]
+    if with_sim_data:
+        _synthetic_shards(tmp_path / "sim", episodes=2, frames=20)
+        sources.append(str(tmp_path / "sim"))
+    model = tmp_path / "from_bags.safetensors"
+    code = cli_main(["train", "--config", str(repo_root / "config" / "train_tiny.yaml"),
+                     "--set", f"data.sources=[{', '.join(sources)}]", "--set", "data.collect=null",
+                     "--set", "optim.epochs=1", "--set", f"output.model={model}",
+                     "--set", f"output.run_dir={tmp_path / 'run'}", "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    bundle = load_model(model)
+    assert bundle.policy is not None and bundle.perception is not None
+    # Every bag (and shard) became an episode: "data: N training episodes (...), M validation episodes".
+    counts = re.search(r"data: (\d+) training episodes .*?, (\d+) validation episodes", printed.err)
+    assert counts and int(counts[1]) + int(counts[2]) == 2 + 2 * with_sim_data, printed.err
