@@ -22,8 +22,8 @@ Targets (issue 5): lateness p99 <= 0.5 ms, no missed ticks, capture-to-command m
 Images travel over Fast DDS shared memory with config/fastdds_large_images.xml (16 MB segments);
 --default-dds shows what the default 512 KB segments do to 921,600-byte frames.
 
-Run:  .venv/bin/python benchmarks/node_loop.py                  (15 s baseline + 60 s loaded)
-      .venv/bin/python benchmarks/node_loop.py --step-on-arrival
+Run:  .venv/bin/python benchmarks/node_loop.py                  (15 s baseline + 60 s loaded, step_on_arrival)
+      .venv/bin/python benchmarks/node_loop.py --no-step-on-arrival   (policy steps only at timer ticks)
       .venv/bin/python benchmarks/node_loop.py --seconds 10 --baseline-seconds 5   (quick look)
 """
 from __future__ import annotations
@@ -177,8 +177,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
-    parser.add_argument("--step-on-arrival", action="store_true",
-                        help="policy steps when features arrive instead of at the next tick")
+    parser.add_argument("--step-on-arrival", action=argparse.BooleanOptionalAction, default=True,
+                        help="policy steps when features arrive (default, as config/policy.yaml); "
+                             "--no-step-on-arrival: only at the next tick")
     parser.add_argument("--default-dds", action="store_true",
                         help="do not load config/fastdds_large_images.xml (default 512 KB shared-memory segments)")
     args = parser.parse_args()

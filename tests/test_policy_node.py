@@ -296,3 +296,16 @@ def test_step_on_arrival_publishes_without_waiting_for_the_tick(harness, tiny_mo
                            "a command")
         assert time.monotonic() - sent < 0.25
     assert node.loop.counters["steps"] == 3
+
+
+def test_step_on_arrival_leaves_a_frame_to_an_imminent_tick(harness, tiny_model):
+    """A frame arriving within ARRIVAL_GUARD_S of the next tick's due time is stepped by that tick, not at once."""
+    from liquid_control.nodes.policy_node import ARRIVAL_GUARD_S
+
+    node, probe, publisher, got = start_policy(harness, tiny_model, rate_hz=1.0, step_on_arrival=True)
+    assert not node.tick_is_imminent(100.0)  # no tick seen yet: step at once
+    node.last_expected_s = 99.0  # next tick due at 100.0 s
+    assert node.tick_is_imminent(100.0 - ARRIVAL_GUARD_S / 2)
+    assert node.tick_is_imminent(100.5)  # overdue
+    assert not node.tick_is_imminent(100.0 - 2 * ARRIVAL_GUARD_S)
+    assert not node.tick_is_imminent(99.5)

@@ -7,16 +7,25 @@ serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
 The loop logic (liquid_control.policy_loop) steps the network only on a new feature
 frame and otherwise holds the last command; timespans come from feature stamps.
-By default the step happens at the next timer tick (commands leave at a fixed rate,
-waiting on average half a period); `step_on_arrival:=true` steps and publishes as soon
-as the features arrive, the timer still republishes/hovers at `rate_hz`.
+By default (`step_on_arrival:=true`) the CfC steps and publishes as soon as the features
+arrive and the timer republishes/hovers at `rate_hz`; `step_on_arrival:=false` steps only at
+the next timer tick (commands leave at a fixed rate, waiting on average half a period:
+capture->command median 9.3 ms against 4.2 ms at 100 Hz, docs/BENCHMARKS.md "Node loop").
 Safety semantics: no new features for `watchdog_timeout_s` -> zero velocity (hover)
 and ERROR on /diagnostics, hidden state reset when features return; a failed or
 non-finite step -> hover; outputs beyond the limits -> clamped (or hover with
 `out_of_range:=hover`); malformed feature messages are counted and ignored.
+
+Timing (benchmarks/node_loop.py, docs/BENCHMARKS.md "Node loop"): /diagnostics is published from the
+tail of a control tick (right after its command, so it never delays the next tick) rather than from a
+second timer that fires together with a control tick once a second; with step_on_arrival a frame that
+arrives less than ARRIVAL_GUARD_S before the next tick is left for that tick, so inference never runs
+across a tick's due time; main() freezes the start-up objects out of the garbage collector (a full
+collection over torch/onnxruntime's objects took ~80 ms here).
 """
 # No `from __future__ import annotations`: rclpy finds the TimerInfo argument of a timer callback
 # by comparing the real annotation object.
+import gc
 import sys
 
 from geometry_msgs.msg import TwistStamped
@@ -38,6 +47,10 @@ from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyL
 from liquid_control.runtime import PolicyRuntime
 from liquid_control.timing import LatenessWindow, LoopTiming
 
+# step_on_arrival: a frame arriving closer than this (s) to the next tick's due time is stepped by that
+# tick instead (costs that frame < 2 ms of latency; spares the tick a late start by the step's ~0.3-2 ms).
+ARRIVAL_GUARD_S = 0.002
+
 PARAMETERS = inference_parameters("policy") + [
     ParamSpec("rate_hz", 30.0, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
               read_only=True),
@@ -52,11 +65,13 @@ PARAMETERS = inference_parameters("policy") + [
     ParamSpec("max_yaw_rate_radps", 1.5, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
     ParamSpec("out_of_range", "clamp", "outputs beyond the limits: clamp per axis, or hover",
               choices=OUT_OF_RANGE_ACTIONS, read_only=True),
-    ParamSpec("step_on_arrival", False, "also step the CfC and publish at once when features arrive (saves the wait "
-              "for the next tick, up to one period of latency); the timer still publishes at rate_hz",
+    ParamSpec("step_on_arrival", True, "also step the CfC and publish at once when features arrive (saves the wait "
+              "for the next tick, up to one period of latency); the timer still publishes at rate_hz; false: "
+              "step only at ticks",
               read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
-    ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0, read_only=True),
+    ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz); published after a control tick, so at most "
+              "rate_hz", 0.2, 20.0, read_only=True),
 ]
 
 
@@ -86,8 +101,9 @@ class PolicyNode(Node):
         self.create_subscription(Image, "features", self.on_features, sensor_qos(1))
         self.create_service(Trigger, "policy/reset", self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
+        self.diagnostics_period_s = 1.0 / p["diagnostics_rate_hz"]
+        self.next_diagnostics_s = None  # node-clock seconds; the first tick publishes
         self.create_timer(self.period_s, self.on_timer)
-        self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
         self.get_logger().info(f"policy: {self.runtime.source} on {self.runtime.backend} at {p['rate_hz']} Hz, "
                                f"nominal frame period {self.runtime.frame_period_s * 1e3:.1f} ms")
 
@@ -102,8 +118,14 @@ class PolicyNode(Node):
             return
         received = self.get_clock().now()
         self.loop.on_features(stamp_to_seconds(msg.header.stamp), features, received.nanoseconds * 1e-9)
-        if self.step_on_arrival:
+        if self.step_on_arrival and not self.tick_is_imminent(received.nanoseconds * 1e-9):
             self.control(received)
+
+    def tick_is_imminent(self, now_s: float) -> bool:
+        """The next control tick is due within ARRIVAL_GUARD_S of `now_s` (or overdue): let it step."""
+        if self.last_expected_s is None:
+            return False
+        return self.last_expected_s + self.period_s - now_s < ARRIVAL_GUARD_S
 
     def on_timer(self, info: TimerInfo = None) -> None:
         started = self.get_clock().now()  # the command's stamp: when this control tick began
@@ -118,6 +140,12 @@ class PolicyNode(Node):
             self.last_expected_s = expected
             self.timing.tick(info.actual_call_time.nanoseconds * 1e-9, expected)
         self.control(started)
+        # Diagnostics after the command: the slack until the next tick absorbs their ~1 ms.
+        now_s = started.nanoseconds * 1e-9
+        if self.next_diagnostics_s is None or now_s >= self.next_diagnostics_s or now_s < self.next_diagnostics_s \
+                - 2 * self.diagnostics_period_s:  # (the last clause: clock jumped back, e.g. sim reset)
+            self.next_diagnostics_s = now_s + self.diagnostics_period_s
+            self.publish_diagnostics()
 
     def control(self, started) -> None:
         """Run the loop at time `started` (rclpy Time) and publish its command."""
@@ -155,8 +183,17 @@ class PolicyNode(Node):
         self.diagnostics.publish(make_status("policy", result.level, result.message, values))
 
 
+def build_node_and_freeze_gc() -> PolicyNode:
+    """The node, then every object made so far moved out of the collector's reach (gc.freeze):
+    later full collections no longer walk torch/onnxruntime's ~180K start-up objects (~80 ms each)."""
+    node = PolicyNode()
+    gc.collect()
+    gc.freeze()
+    return node
+
+
 def main(args: list[str] | None = None) -> int:
-    return spin_node(PolicyNode, args)
+    return spin_node(build_node_and_freeze_gc, args)
 
 
 if __name__ == "__main__":
