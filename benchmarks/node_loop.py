@@ -24,6 +24,7 @@ Images travel over Fast DDS shared memory with config/fastdds_large_images.xml (
 
 Run:  .venv/bin/python benchmarks/node_loop.py                  (15 s baseline + 60 s loaded, step_on_arrival)
       .venv/bin/python benchmarks/node_loop.py --no-step-on-arrival   (policy steps only at timer ticks)
+      .venv/bin/python benchmarks/node_loop.py --executor single      (rclpy SingleThreadedExecutor)
       .venv/bin/python benchmarks/node_loop.py --seconds 10 --baseline-seconds 5   (quick look)
 """
 from __future__ import annotations
@@ -180,12 +181,14 @@ def main() -> int:
     parser.add_argument("--step-on-arrival", action=argparse.BooleanOptionalAction, default=True,
                         help="policy steps when features arrive (default, as config/policy.yaml); "
                              "--no-step-on-arrival: only at the next tick")
+    parser.add_argument("--executor", default="events", choices=["events", "single"],
+                        help="policy node's rclpy executor (its `executor` parameter; default as config/policy.yaml)")
     parser.add_argument("--default-dds", action="store_true",
                         help="do not load config/fastdds_large_images.xml (default 512 KB shared-memory segments)")
     args = parser.parse_args()
     if not args.default_dds:  # before rclpy starts, here and in the node processes (inherited environment)
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_large_images.xml")
-    print(f"policy at {args.rate_hz} Hz, step_on_arrival {args.step_on_arrival}; {args.width}x{args.height} rgb8 at "
+    print(f"policy at {args.rate_hz} Hz, {args.executor} executor, step_on_arrival {args.step_on_arrival}; {args.width}x{args.height} rgb8 at "
           f"{args.image_rate_hz} Hz; DDS profile: {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', 'default')}")
 
     from liquid_control.graph import NodeGraph, sim_graph
@@ -195,7 +198,8 @@ def main() -> int:
         model = save_default_model(Path(tmp) / "default.safetensors")
         nodes = [n for n in sim_graph(str(model), perception={"backend": args.backend},
                                       policy={"rate_hz": args.rate_hz, "backend": args.backend,
-                                              "step_on_arrival": args.step_on_arrival})
+                                              "step_on_arrival": args.step_on_arrival,
+                                              "executor": args.executor})
                  if n.name in ("perception", "policy")]
         with NodeGraph(nodes, Path(tmp) / "logs", use_sim_time=False) as graph:
             probe = Probe(args.width, args.height)

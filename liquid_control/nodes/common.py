@@ -17,7 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -178,25 +178,47 @@ class DiagnosticsPublisher:
         return array
 
 
-def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """main() body for a node: init, build, spin single-threaded, clean up on Ctrl-C/SIGTERM.
+EXECUTORS = ("single", "events")
 
-    Returns the process exit code: 0 on a clean shutdown, 1 if the node could not
+
+def make_executor(kind: str, context: rclpy.context.Context | None = None) -> Executor:
+    """`single`: rclpy's SingleThreadedExecutor (wait set rebuilt in Python on every wake-up);
+    `events`: rclpy.experimental.EventsExecutor (timers and the event queue in C++). Measured here
+    with a bare 100 Hz timer (docs/BENCHMARKS.md "Node loop"): timer lateness p99 0.59 ms single,
+    0.28 ms events. A multi-threaded executor is not offered: worse lateness under the GIL (DESIGN.md)."""
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+
+
+def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """main() body for a node: init, build, spin, clean up on Ctrl-C/SIGTERM.
+
+    The node picks its executor with an `executor_kind` attribute (default "single", see
+    make_executor). Returns the process exit code: 0 on a clean shutdown, 1 if the node could not
     be built (bad parameters, unreachable device) — the reason is logged, no traceback.
     A node may define `close()`; it is called before the node is destroyed.
     """
     rclpy.init(args=args)  # installs SIGINT and SIGTERM handlers that shut the context down
     node = None
-    executor = SingleThreadedExecutor()  # measured: better timer lateness than multi-threaded (DESIGN.md)
+    executor = None
     try:
         try:
             node = node_factory()
+            executor = make_executor(getattr(node, "executor_kind", "single"))
         except (ValueError, OSError, RuntimeError, TypeError) as exc:
             rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")
             return 1
         executor.add_node(node)
         try:
-            executor.spin()
+            # spin_once in a loop rather than spin(): EventsExecutor.spin() stays in C++ and never
+            # returned here, not even after SIGTERM shut the context down.
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         except Exception:
@@ -209,8 +231,10 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
             close = getattr(node, "close", None)
             if callable(close):
                 close()
-            executor.remove_node(node)
+            if executor is not None:
+                executor.remove_node(node)
             node.destroy_node()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
     return 0

@@ -40,7 +40,7 @@ except ImportError:  # older rclpy: lateness against previous tick + period
 
 from liquid_control.feature_codec import features_from_payload
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos, inference_parameters,
+from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos, inference_parameters,
                                          declare_parameters_with_ranges, make_status, now_seconds, sensor_qos,
                                          spin_node, stamp_to_seconds)
 from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
@@ -69,6 +69,8 @@ PARAMETERS = inference_parameters("policy") + [
               "for the next tick, up to one period of latency); the timer still publishes at rate_hz; false: "
               "step only at ticks",
               read_only=True),
+    ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
+              "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz); published after a control tick, so at most "
               "rate_hz", 0.2, 20.0, read_only=True),
@@ -90,6 +92,7 @@ class PolicyNode(Node):
         self.period_s = 1.0 / p["rate_hz"]
         self.frame_id = p["command_frame_id"]
         self.step_on_arrival = p["step_on_arrival"]
+        self.executor_kind = p["executor"]  # read by spin_node
         self.timing = LoopTiming(self.period_s)
         self.inference = LatenessWindow()  # reused as a rolling p50/p99/max window (ms out)
         self.latency = LatenessWindow()  # feature (image) stamp -> command publish
