@@ -68,6 +68,22 @@ def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model)
     np.testing.assert_array_equal(controller.policy.state, np.zeros(controller.policy.state_size))  # reset
 
 
+def test_fixed_timespan_ablation_replaces_the_real_timespans(tiny_model):
+    perception = PerceptionRuntime(tiny_model, backend="torch")
+    reference = PolicyRuntime(tiny_model, backend="torch")
+    controller = PolicyController(tiny_model, backend="torch", fixed_timespan=1.0)
+    rng = np.random.default_rng(1)
+    captures = [0.0, 3 * PERIOD, 3.5 * PERIOD]  # irregular: real timespans would be 1, 3, 0.5
+    for k, capture in enumerate(captures):
+        image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        command = controller.act(_obs(capture + 0.01, Frame(image, capture, k)))
+        np.testing.assert_allclose(command, reference.step(perception.features(image, "rgb8"), 1.0),
+                                   rtol=1e-5, atol=1e-6)
+    assert controller.timespans == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="fixed_timespan"):
+        PolicyController(tiny_model, backend="torch", fixed_timespan=-1.0)
+
+
 def test_summary_row_known_answer():
     metrics = [
         {"success": True, "time_to_goal_s": 4.0, "final_distance_m": 1.0, "crashed": False, "left_arena": False,

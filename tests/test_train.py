@@ -48,6 +48,19 @@ def test_photometric_known_answers():
         apply_photometric(images.astype(np.float32), Photometric(0, 1, 1, 0), rng)
 
 
+def test_channel_gain_scales_each_channel_and_is_off_by_default():
+    rng = np.random.default_rng(0)
+    images = np.full((2, 4, 4, 3), 100, dtype=np.uint8)
+    cast = apply_photometric(images, Photometric(0.0, 1.0, 1.0, 0.0, (1.2, 0.5, 1.0)), rng)
+    assert cast[..., 0].max() == cast[..., 0].min() == 120 and (cast[..., 1] == 50).all() and (cast[..., 2] == 100).all()
+    assert sample_photometric(AugmentConfig(), np.random.default_rng(1)).channel_gain == (1.0, 1.0, 1.0)
+    gains = [sample_photometric(AugmentConfig(channel_gain=(0.6, 1.5)), np.random.default_rng(k)).channel_gain
+             for k in range(20)]
+    assert all(0.6 <= g <= 1.5 for draw in gains for g in draw) and len({draw[0] for draw in gains}) == 20
+    with pytest.raises(ValueError, match="channel_gain"):
+        AugmentConfig(channel_gain=(1.5, 0.6))
+
+
 def test_frame_drops_and_jitter_give_irregular_but_valid_timespans():
     rng = np.random.default_rng(3)
     keep = drop_mask(10_000, 0.25, rng)

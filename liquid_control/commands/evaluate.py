@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", type=Path, help="directory for per-episode top-down trajectory plots")
     parser.add_argument("--record", type=Path, help="directory for one rosbag2 MCAP bag per episode "
                         "(camera images, cmd_vel, odom)")
+    parser.add_argument("--fixed-timespan", type=float, default=None, metavar="PERIODS",
+                        help="ablation: feed this constant timespan (nominal frame periods) instead of the real "
+                             "capture-time differences, to measure how much the model uses frame timing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate_suites(args.model, args.suite or ["train"], episodes=args.episodes, workers=args.workers,
                                  base_seed=args.seed, duration_s=args.duration, plots_dir=args.plots,
-                                 record_dir=args.record,
-                                 backend=args.backend, progress=not args.no_progress)
+                                 record_dir=args.record, backend=args.backend, progress=not args.no_progress,
+                                 fixed_timespan=args.fixed_timespan)
     except (ModelFileError, ScenarioError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 
 Photometric: brightness, contrast, saturation and Gaussian pixel noise, drawn once per
 *sequence* (the MIT drone work, Chahine et al. 2023, augmented the same four factors; drawing
-them per sequence keeps a sequence's appearance consistent, as a camera's is during a flight).
+them per sequence keeps a sequence's appearance consistent, as a camera's is during a flight),
+plus an optional per-channel gain (a colour cast, as a wrong white balance or a tinted sky gives;
+off by default) that moves ground and sky colours while a red target stays the reddest thing.
 Timing: frames are dropped at random and capture times jittered, so the CfC sees irregular
 timespans (timespan = capture-time difference / nominal frame period) as a real camera gives.
 
@@ -29,6 +31,8 @@ class AugmentConfig:
     noise_std_max: Gaussian noise std drawn from [0, noise_std_max] grey levels.
     frame_drop_prob: probability that each frame (but the first of a sequence) is dropped.
     time_jitter_s: std of Gaussian noise added to each capture time (s); order is kept.
+    channel_gain: range of a multiplicative gain drawn independently for R, G and B
+        ((1, 1) = off).
     """
 
     brightness: float = 0.15
@@ -37,12 +41,13 @@ class AugmentConfig:
     noise_std_max: float = 6.0
     frame_drop_prob: float = 0.1
     time_jitter_s: float = 0.004
+    channel_gain: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         problems = []
         if not 0.0 <= self.brightness <= 1.0:
             problems.append(f"brightness must be in [0, 1], got {self.brightness}")
-        for name in ("contrast", "saturation"):
+        for name in ("contrast", "saturation", "channel_gain"):
             low, high = getattr(self, name)
             if not 0.0 <= low <= high:
                 problems.append(f"{name} must be [low, high] with 0 <= low <= high, got {getattr(self, name)}")
@@ -70,13 +75,18 @@ class Photometric:
     contrast: float
     saturation: float
     noise_std: float  # grey levels
+    channel_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # R, G, B
 
 
 def sample_photometric(config: AugmentConfig, rng: np.random.Generator) -> Photometric:
-    return Photometric(brightness=float(rng.uniform(-config.brightness, config.brightness) * 255.0),
-                       contrast=float(rng.uniform(*config.contrast)),
-                       saturation=float(rng.uniform(*config.saturation)),
-                       noise_std=float(rng.uniform(0.0, config.noise_std_max)))
+    photometric = Photometric(brightness=float(rng.uniform(-config.brightness, config.brightness) * 255.0),
+                              contrast=float(rng.uniform(*config.contrast)),
+                              saturation=float(rng.uniform(*config.saturation)),
+                              noise_std=float(rng.uniform(0.0, config.noise_std_max)))
+    if config.channel_gain != (1.0, 1.0):  # drawn only when on: older recipes keep their exact random stream
+        gains = rng.uniform(*config.channel_gain, size=3)
+        photometric = Photometric(**{**photometric.__dict__, "channel_gain": tuple(float(g) for g in gains)})
+    return photometric
 
 
 def apply_photometric(images: np.ndarray, params: Photometric, rng: np.random.Generator) -> np.ndarray:
@@ -84,6 +94,8 @@ def apply_photometric(images: np.ndarray, params: Photometric, rng: np.random.Ge
     if images.dtype != np.uint8 or images.ndim < 3 or images.shape[-1] != 3:
         raise ValueError(f"augment: expected uint8 (..., H, W, 3) RGB images, got {images.dtype} {images.shape}")
     x = images.astype(np.float32)
+    if params.channel_gain != (1.0, 1.0, 1.0):
+        x = x * np.asarray(params.channel_gain, dtype=np.float32)
     grey = x @ LUMA  # (..., H, W)
     x = grey[..., None] + params.saturation * (x - grey[..., None])
     mean = x.mean(axis=(-3, -2, -1), keepdims=True)  # per-frame mean: contrast keeps each frame's level

@@ -7,6 +7,8 @@ is the capture-time difference to the previous frame the policy consumed, in nom
 periods, so a dropped frame gives a longer timespan. Between frames the last command is held;
 with no frame for `stale_after_s`, or when the runtime rejects an input or produces a
 non-finite result, the command is hover (zeros) and the state is reset: fail safe.
+`fixed_timespan` replaces every timespan by a constant: an ablation that shows how much a
+model relies on real frame timing (not a deploy mode).
 
 `evaluate_suites` flies every episode of one or more suites in worker processes (each
 loads the model once) and reports per scenario and per suite: success rate with a 95%
@@ -33,9 +35,12 @@ class PolicyController:
     """Model file -> episode Controller, using the deployed runtimes (see module docstring)."""
 
     def __init__(self, model: str | Path, backend: str = "auto", stale_after_s: float = 0.5,
-                 policy_source: str | Path | None = None) -> None:
+                 policy_source: str | Path | None = None, fixed_timespan: float | None = None) -> None:
         """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
         policy .onnx) is given: exported once, these load in well under a second per worker."""
+        if fixed_timespan is not None and not fixed_timespan >= 0.0:
+            raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {fixed_timespan}")
+        self.fixed_timespan = fixed_timespan
         from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
         self.perception = PerceptionRuntime(model, backend=backend)
@@ -60,6 +65,8 @@ class PolicyController:
         if frame is not None and frame.seq != self._last_seq:
             timespan = 1.0 if self._last_capture_s is None else \
                 (frame.capture_time_s - self._last_capture_s) / self.frame_period_s
+            if self.fixed_timespan is not None:
+                timespan = self.fixed_timespan
             try:
                 features = self.perception.features(frame.image, "rgb8")
                 self._command = self.policy.step(features, max(timespan, 0.0)).astype(float)
@@ -83,11 +90,13 @@ HELD_OUT_SEED = 1_000_000
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model: str, backend: str, policy_source: str | None = None) -> None:
+def _init_worker(model: str, backend: str, policy_source: str | None = None,
+                 fixed_timespan: float | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["controller"] = PolicyController(model, backend=backend, policy_source=policy_source)
+    _WORKER["controller"] = PolicyController(model, backend=backend, policy_source=policy_source,
+                                             fixed_timespan=fixed_timespan)
 
 
 def _runtime_backend(backend: str) -> str:
@@ -174,7 +183,8 @@ class EvaluationReport:
 def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
                     base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
                     plots_dir: str | Path | None = None, record_dir: str | Path | None = None,
-                    backend: str = "auto", progress: bool = True) -> EvaluationReport:
+                    backend: str = "auto", progress: bool = True,
+                    fixed_timespan: float | None = None) -> EvaluationReport:
     """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise.
 
     With `record_dir`, every episode is also recorded as a rosbag2 MCAP bag
@@ -188,6 +198,8 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
         raise ValueError(f"evaluate: workers must be >= 1, got {workers}")
     if episodes is not None and episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
+    if fixed_timespan is not None and not fixed_timespan >= 0.0:
+        raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {fixed_timespan}")
     bundle = load_model(model)  # fail early, with the model file's own error, before spawning workers
     if bundle.policy is None or bundle.perception is None:
         raise ValueError(f"evaluate: {model} must hold both a perception and a policy model")
@@ -204,7 +216,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
                 jobs.append((suite.name, entry.scenario, seed, duration_s, plot, bag))
     start = time.perf_counter()
     backend = _runtime_backend(backend)
-    sources: tuple[str, ...] = (str(model), backend)
+    sources: tuple = (str(model), backend, None)
     export_dir = None
     if backend == "onnxruntime":  # export + verify once here, not once per worker
         import tempfile
@@ -214,6 +226,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
         export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
         exported = export_model_file(model, export_dir.name)
         sources = (str(exported.perception_path), backend, str(exported.policy_path))
+    sources = (*sources, fixed_timespan)
     bar = tqdm(total=len(jobs), desc=f"evaluate {Path(model).name}", unit="ep", disable=not progress,
                file=sys.stderr)
     results: list[dict[str, Any]] = []
