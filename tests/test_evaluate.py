@@ -152,3 +152,34 @@ def test_evaluate_refuses_bad_inputs(tmp_path, tiny_suite, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
     with pytest.raises(ValueError, match="workers"):
         evaluate_suites(tmp_path / "x.safetensors", [str(tiny_suite)], workers=0)
+
+
+def _report(**suites):
+    return {"suites": {name: {"total": {"success": {"successes": k, "trials": n, "rate": k / n,
+                                                    "low": max(k / n - 0.1, 0.0), "high": min(k / n + 0.1, 1.0)}}}
+                       for name, (k, n) in suites.items()}}
+
+
+def test_compare_tabulates_models_by_suite(tmp_path, capsys):
+    from liquid_control.learning.evaluate import comparison_markdown
+
+    table = comparison_markdown([("A", [_report(ood_range=(50, 100)), _report(train=(90, 100))]),
+                                 ("B", [_report(train=(3, 4))])])
+    lines = table.splitlines()
+    assert lines[0] == "| model | `train` | `ood_range` |"  # train first
+    assert lines[2] == "| A | 90% [80, 100] (n=100) | 50% [40, 60] (n=100) |"
+    assert lines[3] == "| B | 75% [65, 85] (n=4) | — |"
+    with pytest.raises(ValueError, match="twice"):
+        comparison_markdown([("A", [_report(train=(1, 2)), _report(train=(2, 2))])])
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_report(train=(9, 10))))
+    b.write_text("{not json")
+    assert cli_main(["evaluate", "--compare", f"CfC={a}", "--markdown", str(tmp_path / "t.md")]) == 0
+    assert "| CfC | 90% [80, 100] (n=10) |" in capsys.readouterr().out
+    assert (tmp_path / "t.md").read_text().startswith("| model |")
+    assert cli_main(["evaluate", "--compare", f"CfC={b}"]) == 2
+    assert "cannot read evaluation report" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--compare", "no-equals-sign"]) == 2
+    assert cli_main(["evaluate"]) == 2
+    assert "needs --model" in capsys.readouterr().err

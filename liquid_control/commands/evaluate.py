@@ -2,11 +2,13 @@
 
     liquid-control evaluate --model M --suite S [--suite S2 ...] [--episodes N] [--workers W] [--seed S]
                             [--json OUT] [--markdown OUT] [--plots DIR] [--record DIR]
-                            [--backend auto|onnxruntime|torch]
+                            [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS]
+    liquid-control evaluate --compare LABEL=REPORT.json[,REPORT2.json] [--compare ...] [--markdown OUT]
 
 Images -> perception -> policy -> flight controller, one step at a time through the
 deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
 a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
+--compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from liquid_control.learning.evaluate import HELD_OUT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, required=True, help="model file (.safetensors) with perception + policy")
+    parser.add_argument("--model", type=Path, help="model file (.safetensors) with perception + policy")
+    parser.add_argument("--compare", action="append", default=None, metavar="LABEL=REPORT.json[,REPORT2.json]",
+                        help="instead of flying: one table row per model from earlier --json reports")
     parser.add_argument("--suite", action="append", default=None,
                         help="suite name or path; repeat for several (default: train)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per scenario (default: the suite's)")
@@ -53,11 +57,43 @@ def _finite(value):
     return value
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from liquid_control.learning.evaluate import comparison_markdown
+
+    models = []
+    try:
+        for item in args.compare:
+            label, sep, paths = item.partition("=")
+            if not sep or not label or not paths:
+                raise ValueError(f"--compare wants LABEL=REPORT.json[,REPORT2.json], got {item!r}")
+            reports = []
+            for path in paths.split(","):
+                try:
+                    reports.append(json.loads(Path(path).read_text()))
+                except (OSError, json.JSONDecodeError) as err:
+                    raise ValueError(f"cannot read evaluation report {path}: {err}") from err
+            models.append((label, reports))
+        table = comparison_markdown(models)
+    except (ValueError, KeyError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from liquid_control.learning.evaluate import evaluate_suites
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.simulation.scenario import ScenarioError
 
+    if args.compare:
+        return run_compare(args)
+    if args.model is None:
+        print("error: evaluate needs --model (or --compare)", file=sys.stderr)
+        return 2
     try:
         report = evaluate_suites(args.model, args.suite or ["train"], episodes=args.episodes, workers=args.workers,
                                  base_seed=args.seed, duration_s=args.duration, plots_dir=args.plots,

@@ -180,6 +180,38 @@ class EvaluationReport:
         return "\n".join(lines) + "\n"
 
 
+def comparison_markdown(models: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    """One row per model, one column per suite: success [95% Wilson] over the suite's episodes.
+
+    `models`: (label, evaluation reports as written by `evaluate --json`); a model's reports are
+    merged by suite, and a suite reported twice for one model is an error (which run counts?)."""
+    columns: list[str] = []
+    rows = []
+    for label, reports in models:
+        merged: dict[str, dict[str, Any]] = {}
+        for report in reports:
+            for suite, entry in report["suites"].items():
+                if suite in merged:
+                    raise ValueError(f"compare: suite {suite!r} appears twice for {label!r}")
+                merged[suite] = entry["total"]
+                if suite not in columns:
+                    columns.append(suite)
+        rows.append((label, merged))
+    columns.sort(key=lambda name: (name != "train", name))  # train first, then ood_* alphabetically
+    lines = ["| model | " + " | ".join(f"`{c}`" for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, merged in rows:
+        cells = []
+        for suite in columns:
+            total = merged.get(suite)
+            if total is None:
+                cells.append("—")
+                continue
+            s = total["success"]
+            cells.append(f"{100 * s['rate']:.0f}% [{100 * s['low']:.0f}, {100 * s['high']:.0f}] (n={s['trials']})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
                     base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
                     plots_dir: str | Path | None = None, record_dir: str | Path | None = None,
