@@ -25,6 +25,7 @@ Images travel over Fast DDS shared memory with config/fastdds_large_images.xml (
 Run:  .venv/bin/python benchmarks/node_loop.py                  (15 s baseline + 60 s loaded, step_on_arrival)
       .venv/bin/python benchmarks/node_loop.py --no-step-on-arrival   (policy steps only at timer ticks)
       .venv/bin/python benchmarks/node_loop.py --executor single      (rclpy SingleThreadedExecutor)
+      .venv/bin/python benchmarks/node_loop.py --pin --fifo 50        (policy alone on a CPU, real-time priority)
       .venv/bin/python benchmarks/node_loop.py --seconds 10 --baseline-seconds 5   (quick look)
 """
 from __future__ import annotations
@@ -42,6 +43,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 40))
+
+
+def place_process(pid: int, cpus: set[int]) -> str:
+    """CPU affinity for every thread of process `pid` (what `taskset -a -p` does)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError as error:
+            return f"not placed: {error}"
+    return f"CPUs {sorted(cpus)}"
 
 
 def save_default_model(path: Path) -> Path:
@@ -164,7 +175,8 @@ def phase_report(name: str, probe: Probe, start: float, end: float, rate_hz: flo
               f"max {lmax:.2f} ms")
         print(f"  policy node's own capture -> publish: p50 {float(last['capture_to_command_p50_ms']):.2f} ms  "
               f"p99 {float(last['capture_to_command_p99_ms']):.2f} ms; CfC inference p50 "
-              f"{float(last['inference_p50_ms']):.3f} ms; dropped inputs {last.get('dropped_inputs')}")
+              f"{float(last['inference_p50_ms']):.3f} ms; dropped inputs {last.get('dropped_inputs')}; "
+              f"scheduling {last.get('scheduling')}")
         result.update(lat_p50=l50, lat_p99=l99, lat_max=lmax)
     return result
 
@@ -183,6 +195,12 @@ def main() -> int:
                              "--no-step-on-arrival: only at the next tick")
     parser.add_argument("--executor", default="events", choices=["events", "single"],
                         help="policy node's rclpy executor (its `executor` parameter; default as config/policy.yaml)")
+    parser.add_argument("--pin", action="store_true",
+                        help="policy node on the last CPU, perception and this process on the others "
+                             "(the nodes' cpu_affinity parameter)")
+    parser.add_argument("--fifo", type=int, default=0, metavar="PRIORITY",
+                        help="policy node's realtime_priority parameter: SCHED_FIFO 1-99 (needs CAP_SYS_NICE); "
+                             "perception gets PRIORITY - 10 (at least 1)")
     parser.add_argument("--default-dds", action="store_true",
                         help="do not load config/fastdds_large_images.xml (default 512 KB shared-memory segments)")
     args = parser.parse_args()
@@ -196,10 +214,16 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         model = save_default_model(Path(tmp) / "default.safetensors")
-        nodes = [n for n in sim_graph(str(model), perception={"backend": args.backend},
+        last_cpu = max(os.sched_getaffinity(0))
+        other_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0) - {last_cpu})) or str(last_cpu)
+        nodes = [n for n in sim_graph(str(model), perception={"backend": args.backend,
+                                                              "cpu_affinity": other_cpus if args.pin else "",
+                                                              "realtime_priority": max(args.fifo - 10, 1)
+                                                              if args.fifo else 0},
                                       policy={"rate_hz": args.rate_hz, "backend": args.backend,
                                               "step_on_arrival": args.step_on_arrival,
-                                              "executor": args.executor})
+                                              "executor": args.executor, "realtime_priority": args.fifo,
+                                              "cpu_affinity": str(last_cpu) if args.pin else ""})
                  if n.name in ("perception", "policy")]
         with NodeGraph(nodes, Path(tmp) / "logs", use_sim_time=False) as graph:
             probe = Probe(args.width, args.height)
@@ -210,6 +234,8 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise RuntimeError("nodes did not come up in 180 s")
                     probe.spin(0.2)
+                if args.pin:  # this process (image publisher, probe) off the policy's CPU
+                    print("benchmark process:", place_process(os.getpid(), set(map(int, other_cpus.split(",")))))
                 probe.spin(3.0)  # let start-up work settle
                 b0 = time.time()
                 probe.spin(args.baseline_seconds)

@@ -239,3 +239,50 @@ def test_spin_node_reports_construction_errors_without_traceback(repo_root):
     assert proc.returncode == 1
     assert "cannot start node: parameter 'x' out of range" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def test_parse_cpu_list_known_answers_and_errors():
+    from liquid_control.nodes.common import parse_cpu_list
+
+    assert parse_cpu_list("") is None and parse_cpu_list("  ") is None
+    assert parse_cpu_list("3") == {3} and parse_cpu_list("0, 2") == {0, 2} and parse_cpu_list("0-2,5") == {0, 1, 2, 5}
+    for bad in ("x", "2-1", "-1", "1,,2", "1.5"):
+        with pytest.raises(ParameterError, match="cpu_affinity"):
+            parse_cpu_list(bad)
+
+
+SCHEDULING_SCRIPT = textwrap.dedent("""
+    import json, os, sys, threading, time
+    from liquid_control.nodes.common import apply_scheduling
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)  # a thread that exists before: it must be moved too
+    worker.start()
+    cpu = max(os.sched_getaffinity(0))
+    state, problem = apply_scheduling(int(sys.argv[1]), {cpu})
+    threads = [int(t) for t in os.listdir("/proc/self/task")]
+    print(json.dumps({"state": state, "problem": problem, "cpu": cpu,
+                      "affinities": [sorted(os.sched_getaffinity(t)) for t in threads],
+                      "policies": [os.sched_getscheduler(t) for t in threads], "fifo": os.SCHED_FIFO}))
+    stop.set()
+""")
+
+
+def test_apply_scheduling_moves_every_thread_or_says_why_not(repo_root):
+    import json
+
+    # In a child process: SCHED_FIFO must not leak into the test run.
+    out = subprocess.run([sys.executable, "-c", SCHEDULING_SCRIPT, "10"], cwd=repo_root, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["affinities"]) >= 2 and all(a == [report["cpu"]] for a in report["affinities"])
+    if report["problem"]:  # no CAP_SYS_NICE here: a clear reason, and normal scheduling stays
+        assert "realtime_priority 10 not applied" in report["problem"] and "CAP_SYS_NICE" in report["problem"]
+        assert report["state"].startswith("normal")
+    else:
+        assert report["state"] == f"SCHED_FIFO 10, CPUs [{report['cpu']}]"
+        assert all(p == report["fifo"] for p in report["policies"])
+    unchanged = subprocess.run([sys.executable, "-c", SCHEDULING_SCRIPT, "0"], cwd=repo_root, capture_output=True,
+                               text=True, timeout=60)
+    assert json.loads(unchanged.stdout)["state"].startswith("normal") and json.loads(unchanged.stdout)["problem"] == ""

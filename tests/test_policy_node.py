@@ -275,6 +275,12 @@ def test_node_refuses_out_of_range_parameters_and_missing_model(tiny_model, tmp_
     try:
         with pytest.raises(ParameterError, match="rate_hz"):
             PolicyNode(context=h.context, parameter_overrides=overrides(model_path=str(tiny_model), rate_hz=500.0))
+        with pytest.raises(ParameterError, match="cpu_affinity"):
+            PolicyNode(context=h.context, parameter_overrides=overrides(model_path=str(tiny_model),
+                                                                        cpu_affinity="first"))
+        with pytest.raises(ParameterError, match="realtime_priority"):
+            PolicyNode(context=h.context, parameter_overrides=overrides(model_path=str(tiny_model),
+                                                                        realtime_priority=120))
         with pytest.raises(FileNotFoundError, match="does not exist"):
             PolicyNode(context=h.context, parameter_overrides=overrides(model_path=str(tmp_path / "none.onnx")))
     finally:

@@ -9,6 +9,7 @@ reliable + transient local so late subscribers get the last value.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,71 @@ def inference_parameters(model_kind: str) -> list[ParamSpec]:
         ParamSpec("threads", 1, "inference threads", 1, 64, read_only=True),
         ParamSpec("fp16", False, "FP16 where the provider supports it (TensorRT)", read_only=True),
     ]
+
+
+def scheduling_parameters() -> list[ParamSpec]:
+    """Process scheduling for the latency-critical nodes (applied once at start, to every thread)."""
+    return [
+        ParamSpec("realtime_priority", 0, "SCHED_FIFO priority (1-99) for every thread of this process; 0: normal "
+                  "scheduling. Needs CAP_SYS_NICE or an rtprio limit; if refused, a warning and normal scheduling",
+                  0, 99, read_only=True),
+        ParamSpec("cpu_affinity", "", "CPUs for every thread of this process, as taskset lists them "
+                  "(e.g. '3' or '2,3' or '0-1'); empty: all CPUs", read_only=True),
+    ]
+
+
+def parse_cpu_list(text: str) -> set[int] | None:
+    """'2,3' / '0-1' / '' -> {2, 3} / {0, 1} / None (no restriction); ParameterError on anything else."""
+    text = text.strip()
+    if not text:
+        return None
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high or low)
+            if first < 0 or last < first:
+                raise ValueError
+            cpus.update(range(first, last + 1))
+    except ValueError:
+        raise ParameterError(f"parameter 'cpu_affinity' is {text!r}; expected CPU numbers like '3', '2,3' or "
+                             "'0-1'") from None
+    return cpus
+
+
+def apply_scheduling(realtime_priority: int, cpu_affinity: set[int] | None) -> tuple[str, str]:
+    """Set SCHED_FIFO and/or the CPU affinity on every thread of this process (threads started later
+    inherit both from their creator). Returns (what is in effect, problem or '')."""
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    problem = ""
+    try:
+        for tid in tids:
+            if cpu_affinity is not None:
+                os.sched_setaffinity(tid, cpu_affinity)
+    except OSError as error:
+        problem = f"cpu_affinity {sorted(cpu_affinity)} not applied: {error}"
+    if realtime_priority > 0:
+        try:
+            for tid in tids:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(realtime_priority))
+        except (OSError, AttributeError) as error:
+            problem = (problem + "; " if problem else "") + \
+                f"realtime_priority {realtime_priority} not applied ({error}): needs CAP_SYS_NICE or an rtprio limit"
+    fifo = hasattr(os, "SCHED_FIFO") and os.sched_getscheduler(0) == os.SCHED_FIFO
+    state = (f"SCHED_FIFO {os.sched_getparam(0).sched_priority}" if fifo else "normal") + \
+        f", CPUs {sorted(os.sched_getaffinity(0))}"
+    return state, problem
+
+
+def configure_scheduling(node: Node, values: Mapping[str, Any]) -> str:
+    """Apply the node's `realtime_priority` / `cpu_affinity` parameters; log and return what is in effect
+    (a refusal is a warning, not a failure: the node still runs, with normal scheduling)."""
+    state, problem = apply_scheduling(values["realtime_priority"], parse_cpu_list(values["cpu_affinity"]))
+    if problem:
+        node.get_logger().warning(problem)
+    elif values["realtime_priority"] or values["cpu_affinity"]:
+        node.get_logger().info(f"scheduling: {state}")
+    return state
 
 
 def declare_parameters_with_ranges(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:

@@ -25,15 +25,17 @@ from liquid_control.bags import BagError
 from liquid_control.bags.images import decode_compressed_image
 from liquid_control.feature_codec import features_to_payload, image_view
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, inference_parameters,
-                                         make_status, now_seconds, sensor_qos, spin_node, stamp_to_seconds)
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
+                                         declare_parameters_with_ranges, inference_parameters, make_status,
+                                         now_seconds, parse_cpu_list, scheduling_parameters, sensor_qos, spin_node,
+                                         stamp_to_seconds)
 from liquid_control.runtime import PerceptionRuntime
 from liquid_control.timing import RateMeter
 
 # A stamp this much older than the newest frame is a new timeline (bag loop, sim restart), not a late frame.
 TIME_JUMP_BACK_S = 1.0
 
-PARAMETERS = inference_parameters("perception") + [
+PARAMETERS = inference_parameters("perception") + scheduling_parameters() + [
     ParamSpec("input", "raw", "which camera stream to subscribe: raw (camera/image_raw) or compressed "
               "(camera/image_raw/compressed)", choices=("raw", "compressed"), read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0),
@@ -46,6 +48,7 @@ class PerceptionNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("perception", **node_kwargs)
         p = declare_parameters_with_ranges(self, PARAMETERS)
+        parse_cpu_list(p["cpu_affinity"])  # a bad list fails the start before the model loads
         self.params = p
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
@@ -64,6 +67,7 @@ class PerceptionNode(Node):
             self.create_subscription(CompressedImage, "camera/image_raw/compressed", self.on_image, sensor_qos(1))
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
+        self.scheduling = configure_scheduling(self, p)
         self.get_logger().info(f"perception: {self.runtime.source} on {self.runtime.backend} "
                                f"{self.runtime.providers or ''}, "
                                f"{self.runtime.feature_size} features from {p['input']} images")
@@ -108,7 +112,7 @@ class PerceptionNode(Node):
         now = now_seconds(self)
         times = sorted(self.process_ms)
         values = {"input_rate_hz": self.rate.rate_hz(now), "backend": self.runtime.backend,
-                  "providers": ",".join(self.runtime.providers),
+                  "providers": ",".join(self.runtime.providers), "scheduling": self.scheduling,
                   "process_p50_ms": times[len(times) // 2] if times else 0.0,
                   "process_max_ms": times[-1] if times else 0.0, **self.counts, "last_error": self.last_error}
         if self.newest_bad:

@@ -40,8 +40,9 @@ except ImportError:  # older rclpy: lateness against previous tick + period
 
 from liquid_control.feature_codec import features_from_payload
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos, inference_parameters,
-                                         declare_parameters_with_ranges, make_status, now_seconds, sensor_qos,
+from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos,
+                                         configure_scheduling, declare_parameters_with_ranges, inference_parameters,
+                                         make_status, now_seconds, parse_cpu_list, scheduling_parameters, sensor_qos,
                                          spin_node, stamp_to_seconds)
 from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
 from liquid_control.runtime import PolicyRuntime
@@ -51,7 +52,7 @@ from liquid_control.timing import LatenessWindow, LoopTiming
 # tick instead (costs that frame < 2 ms of latency; spares the tick a late start by the step's ~0.3-2 ms).
 ARRIVAL_GUARD_S = 0.002
 
-PARAMETERS = inference_parameters("policy") + [
+PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
     ParamSpec("rate_hz", 30.0, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
               read_only=True),
     ParamSpec("watchdog_timeout_s", 0.5, "no new features for this long -> hover + ERROR (s)", 0.02, 10.0,
@@ -81,6 +82,7 @@ class PolicyNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("policy", **node_kwargs)
         p = declare_parameters_with_ranges(self, PARAMETERS)
+        parse_cpu_list(p["cpu_affinity"])  # a bad list fails the start before the model loads
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
         self.loop = PolicyLoop(PolicyLoopConfig(
@@ -107,6 +109,7 @@ class PolicyNode(Node):
         self.diagnostics_period_s = 1.0 / p["diagnostics_rate_hz"]
         self.next_diagnostics_s = None  # node-clock seconds; the first tick publishes
         self.create_timer(self.period_s, self.on_timer)
+        self.scheduling = configure_scheduling(self, p)
         self.get_logger().info(f"policy: {self.runtime.source} on {self.runtime.backend} at {p['rate_hz']} Hz, "
                                f"nominal frame period {self.runtime.frame_period_s * 1e3:.1f} ms")
 
@@ -176,7 +179,8 @@ class PolicyNode(Node):
                   "inference_p99_ms": inference.p99_ms, "inference_max_ms": inference.max_ms,
                   "capture_to_command_p50_ms": latency.p50_ms, "capture_to_command_p99_ms": latency.p99_ms,
                   "capture_to_command_max_ms": latency.max_ms, "bad_inputs": self.bad_inputs,
-                  **self.loop.counters, "backend": self.runtime.backend, "last_error": self.last_error}
+                  **self.loop.counters, "backend": self.runtime.backend, "scheduling": self.scheduling,
+                  "last_error": self.last_error}
         result = self.result
         if result is None:
             self.diagnostics.publish(make_status("policy", 1, "control loop not started yet", values))
