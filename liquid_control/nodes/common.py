@@ -144,17 +144,23 @@ def apply_scheduling(realtime_priority: int, cpu_affinity: set[int] | None) -> t
     """Set SCHED_FIFO and/or the CPU affinity on every thread of this process (threads started later
     inherit both from their creator). Returns (what is in effect, problem or '')."""
     tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+
+    def each_thread(action: Callable[[int], None]) -> None:
+        for tid in tids:
+            try:
+                action(tid)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+
     problem = ""
     try:
-        for tid in tids:
-            if cpu_affinity is not None:
-                os.sched_setaffinity(tid, cpu_affinity)
+        if cpu_affinity is not None:
+            each_thread(lambda tid: os.sched_setaffinity(tid, cpu_affinity))
     except OSError as error:
         problem = f"cpu_affinity {sorted(cpu_affinity)} not applied: {error}"
     if realtime_priority > 0:
         try:
-            for tid in tids:
-                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(realtime_priority))
+            each_thread(lambda tid: os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(realtime_priority)))
         except (OSError, AttributeError) as error:
             problem = (problem + "; " if problem else "") + \
                 f"realtime_priority {realtime_priority} not applied ({error}): needs CAP_SYS_NICE or an rtprio limit"
