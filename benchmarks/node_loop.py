@@ -45,16 +45,6 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 40))
 
 
-def place_process(pid: int, cpus: set[int]) -> str:
-    """CPU affinity for every thread of process `pid` (what `taskset -a -p` does)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except OSError as error:
-            return f"not placed: {error}"
-    return f"CPUs {sorted(cpus)}"
-
-
 def save_default_model(path: Path) -> Path:
     import torch
 
@@ -235,7 +225,9 @@ def main() -> int:
                         raise RuntimeError("nodes did not come up in 180 s")
                     probe.spin(0.2)
                 if args.pin:  # this process (image publisher, probe) off the policy's CPU
-                    print("benchmark process:", place_process(os.getpid(), set(map(int, other_cpus.split(",")))))
+                    from liquid_control.nodes.common import apply_scheduling, parse_cpu_list
+
+                    print("benchmark process:", apply_scheduling(0, parse_cpu_list(other_cpus))[0])
                 probe.spin(3.0)  # let start-up work settle
                 b0 = time.time()
                 probe.spin(args.baseline_seconds)

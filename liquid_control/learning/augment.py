@@ -13,6 +13,7 @@ Images stay uint8 RGB in [0, 255].
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,7 @@ def sample_photometric(config: AugmentConfig, rng: np.random.Generator) -> Photo
                               noise_std=float(rng.uniform(0.0, config.noise_std_max)))
     if config.channel_gain != (1.0, 1.0):  # drawn only when on: older recipes keep their exact random stream
         gains = rng.uniform(*config.channel_gain, size=3)
-        photometric = Photometric(**{**photometric.__dict__, "channel_gain": tuple(float(g) for g in gains)})
+        photometric = dataclasses.replace(photometric, channel_gain=tuple(float(g) for g in gains))
     return photometric
 
 
