@@ -60,6 +60,7 @@ class ParamSpec:
     """One parameter: its default fixes the type; `low`/`high` give an inclusive range for numbers.
 
     `choices` restricts a string parameter to a fixed set (checked at start and on every set).
+    `check` validates the value at start: it raises ParameterError (its return value is ignored).
     """
 
     name: str
@@ -69,6 +70,7 @@ class ParamSpec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     read_only: bool = False
+    check: Callable[[Any], Any] | None = None
 
     def descriptor(self) -> ParameterDescriptor:
         text = self.description
@@ -117,7 +119,7 @@ def scheduling_parameters() -> list[ParamSpec]:
                   "scheduling. Needs CAP_SYS_NICE or an rtprio limit; if refused, a warning and normal scheduling",
                   0, 99, read_only=True),
         ParamSpec("cpu_affinity", "", "CPUs for every thread of this process, as taskset lists them "
-                  "(e.g. '3' or '2,3' or '0-1'); empty: all CPUs", read_only=True),
+                  "(e.g. '3' or '2,3' or '0-1'); empty: all CPUs", read_only=True, check=parse_cpu_list),
     ]
 
 
@@ -203,6 +205,8 @@ def declare_parameters_with_ranges(node: Node, specs: Iterable[ParamSpec]) -> di
         value = parameter.value
         if spec.choices and value not in spec.choices:
             raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {list(spec.choices)}")
+        if spec.check is not None:
+            spec.check(value)
         values[spec.name] = value
 
     if choices:

@@ -27,7 +27,7 @@ from liquid_control.feature_codec import features_to_payload, image_view
 from liquid_control.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
-                                         now_seconds, parse_cpu_list, scheduling_parameters, sensor_qos, spin_node,
+                                         now_seconds, scheduling_parameters, sensor_qos, spin_node,
                                          stamp_to_seconds)
 from liquid_control.runtime import PerceptionRuntime
 from liquid_control.timing import RateMeter
@@ -48,7 +48,6 @@ class PerceptionNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("perception", **node_kwargs)
         p = declare_parameters_with_ranges(self, PARAMETERS)
-        parse_cpu_list(p["cpu_affinity"])  # a bad list fails the start before the model loads
         self.params = p
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))

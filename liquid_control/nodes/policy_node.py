@@ -42,7 +42,7 @@ from liquid_control.feature_codec import features_from_payload
 from liquid_control.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
-                                         make_status, now_seconds, parse_cpu_list, scheduling_parameters, sensor_qos,
+                                         make_status, now_seconds, scheduling_parameters, sensor_qos,
                                          spin_node, stamp_to_seconds)
 from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
 from liquid_control.runtime import PolicyRuntime
@@ -82,7 +82,6 @@ class PolicyNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("policy", **node_kwargs)
         p = declare_parameters_with_ranges(self, PARAMETERS)
-        parse_cpu_list(p["cpu_affinity"])  # a bad list fails the start before the model loads
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
         self.loop = PolicyLoop(PolicyLoopConfig(
