@@ -3,8 +3,8 @@
     ros2 launch liquid_control replay.launch.py bag:=/path/to/bag
     ros2 launch liquid_control replay.launch.py bag:=/path/to/bag record:=true record_to:=/tmp/replayed
 
-The player publishes /clock from the bag (config/bag_player.yaml: clock true) and renames the
-recorded /cmd_vel, /features and /diagnostics to /recorded/..., so the live policy's commands
+The player publishes /clock from the bag (config/bag_player.yaml: clock true) and plays the
+recorded /cmd_vel, /features and /diagnostics as /recorded/... (recorded_prefix), so the live policy's commands
 and the recorded ones can be compared in the new bag and the policy never sees old features.
 """
 import os
@@ -31,10 +31,7 @@ def generate_launch_description():
         Node(package="liquid_control", executable="bag_player_node", name="bag_player", output="screen",
              parameters=[os.path.join(config, "bag_player.yaml"), {
                  "bag": ParameterValue(LaunchConfiguration("bag"), value_type=str),
-                 "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float),
-                 # Recorded copies of what the live nodes publish again are renamed, not mixed in.
-                 "remap": ["/cmd_vel:=/recorded/cmd_vel", "/features:=/recorded/features",
-                           "/diagnostics:=/recorded/diagnostics"]}]),
+                 "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float)}]),
         Node(package="liquid_control", executable="perception_node", name="perception", output="screen",
              parameters=[os.path.join(config, "perception.yaml"), {"use_sim_time": True, "model_path": model}]),
         Node(package="liquid_control", executable="policy_node", name="policy", output="screen",

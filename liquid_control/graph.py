@@ -240,17 +240,14 @@ def deploy_graph(model_path: str = "", connection: str = "", bridge: bool = True
     return nodes
 
 
-# What the live perception/policy publish again must not also come from the bag: recorded copies are renamed.
-REPLAY_REMAP = ["/cmd_vel:=/recorded/cmd_vel", "/features:=/recorded/features", "/diagnostics:=/recorded/diagnostics"]
-
-
 def replay_graph(bag: str, model_path: str = "", rate: float = 1.0,
                  record: Optional[Mapping[str, ParameterValue]] = None) -> list[NodeLaunch]:
     """bag player + perception + policy (+ recorder): launch/replay.launch.py without ros2 launch.
-    Run it with use_sim_time=True: the player publishes /clock (config/bag_player.yaml)."""
+    Run it with use_sim_time=True: the player publishes /clock, and plays the bag's /cmd_vel, /features and
+    /diagnostics under /recorded (config/bag_player.yaml), apart from what the live nodes publish."""
     model = {"model_path": model_path} if model_path else {}
     nodes = [NodeLaunch("bag_player", "bag_player_node", config_file("bag_player"),
-                        {"bag": str(bag), "rate": float(rate), "use_sim_time": False, "remap": REPLAY_REMAP}),
+                        {"bag": str(bag), "rate": float(rate), "use_sim_time": False}),
              NodeLaunch("perception", "perception_node", config_file("perception"), dict(model)),
              NodeLaunch("policy", "policy_node", config_file("policy"), dict(model))]
     if record is not None:
