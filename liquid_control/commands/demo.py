@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class Monitor:
     """An rclpy node in this process: counts graph endpoints, follows episode/status and odom, calls
-    episode/reset. Its subscriptions are made by `follow()`, after the recorder has subscribed."""
+    episode/reset. Its subscriptions are made by `follow()`, once the nodes are up."""
 
     def __init__(self) -> None:
         import rclpy
@@ -86,8 +86,10 @@ class Monitor:
         self.node.create_subscription(String, "episode/status", self.on_status, status_qos)
         self.node.create_subscription(Odometry, "odom", self.on_odom, sensor_qos(50))
 
-    def subscribed(self, *topics: str) -> bool:
-        return all(self.node.count_subscribers(topic) >= 1 for topic in topics)
+    def subscribed_by(self, node_name: str, *topics: str) -> bool:
+        """Node `node_name` subscribes to every one of `topics`."""
+        return all(any(info.node_name == node_name for info in self.node.get_subscriptions_info_by_topic(topic))
+                   for topic in topics)
 
     def on_status(self, msg) -> None:
         self.last_message_wall = time.monotonic()
@@ -181,12 +183,11 @@ def plot_trajectories(events: list[dict[str, Any]], odometry: list[tuple], path:
     return path
 
 
-def wait_for(condition, monitor: Monitor, graphs: list[NodeGraph], timeout_s: float, what: str) -> None:
+def wait_for(condition, monitor: Monitor, graph: NodeGraph, timeout_s: float, what: str) -> None:
     """Spin until `condition()`; NodeExited if a node dies meanwhile, RuntimeError after the timeout."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        for graph in graphs:
-            graph.check()
+        graph.check()
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what} (see the logs)")
         monitor.spin(0.2)
@@ -221,29 +222,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         with terminate_as_interrupt(), contextlib.ExitStack() as stack:
             monitor = Monitor()
-            graphs: list[NodeGraph] = []
-
-            def start(names: tuple[str, ...], condition, what: str) -> None:
-                graphs.append(stack.enter_context(NodeGraph([n for n in nodes if n.name in names], out / "logs",
-                                                            use_sim_time=True)))
-                wait_for(condition, monitor, graphs, args.startup_timeout_s, what)
-
-            if record is None:
-                start(("sim", "perception", "policy"), monitor.ready, "sim, perception and policy to start")
-            else:
-                # Staged so that the recorder is subscribed to the camera, odometry and commands before
-                # perception and policy produce anything: the bag holds each episode from its first frame.
-                start(("recorder", "sim"), lambda: monitor.subscribed("camera/image_raw", "odom", "cmd_vel"),
-                      "the recorder and the sim to start")
-                start(("perception",), lambda: monitor.subscribed("features"), "perception to start")
-                start(("policy",), monitor.ready, "policy to start")
+            graph = stack.enter_context(NodeGraph(nodes, out / "logs", use_sim_time=True))
+            # The sim waits for episode/reset (autostart false): once the recorder has subscribed to what the
+            # nodes publish, the bag holds each episode from its first frame.
+            recorded = ("camera/image_raw", "odom", "features", "cmd_vel") if record is not None else ()
+            wait_for(lambda: monitor.ready() and monitor.subscribed_by("recorder", *recorded), monitor, graph,
+                     args.startup_timeout_s, f"{', '.join(n.name for n in nodes)} to start")
             monitor.follow()
             print("  nodes up; flying", flush=True)
             monitor.start_run()
             monitor.last_message_wall = time.monotonic()
             while not any(e["event"] == "finished" for e in monitor.events):
-                for graph in graphs:
-                    graph.check()
+                graph.check()
                 if time.monotonic() - monitor.last_message_wall > 60.0:
                     raise RuntimeError("no status or odometry from the sim for 60 s: the run stalled")
                 monitor.spin(0.2)
