@@ -31,6 +31,13 @@ import numpy as np
 from liquid_control.simulation.episode import Observation
 
 
+def checked_fixed_timespan(value: float | None) -> float | None:
+    """The --fixed-timespan ablation value: None (off) or a timespan >= 0 in nominal frame periods."""
+    if value is not None and not value >= 0.0:  # (also refuses NaN)
+        raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {value}")
+    return value
+
+
 class PolicyController:
     """Model file -> episode Controller, using the deployed runtimes (see module docstring)."""
 
@@ -38,9 +45,7 @@ class PolicyController:
                  policy_source: str | Path | None = None, fixed_timespan: float | None = None) -> None:
         """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
         policy .onnx) is given: exported once, these load in well under a second per worker."""
-        if fixed_timespan is not None and not fixed_timespan >= 0.0:
-            raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {fixed_timespan}")
-        self.fixed_timespan = fixed_timespan
+        self.fixed_timespan = checked_fixed_timespan(fixed_timespan)
         from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
         self.perception = PerceptionRuntime(model, backend=backend)
@@ -230,8 +235,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
         raise ValueError(f"evaluate: workers must be >= 1, got {workers}")
     if episodes is not None and episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
-    if fixed_timespan is not None and not fixed_timespan >= 0.0:
-        raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {fixed_timespan}")
+    checked_fixed_timespan(fixed_timespan)  # here too: before any worker starts
     bundle = load_model(model)  # fail early, with the model file's own error, before spawning workers
     if bundle.policy is None or bundle.perception is None:
         raise ValueError(f"evaluate: {model} must hold both a perception and a policy model")
