@@ -13,6 +13,7 @@ bit-identical trajectory and images.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 from liquid_control.simulation.airframe import Airframe, load_airframe
 from liquid_control.simulation.camera import CameraConfig, RayCastRenderer, intrinsics
 from liquid_control.simulation.controller import ControlLimits, VelocityController
-from liquid_control.simulation.image_effects import ImageEffects, apply_pixel_effects, sample_latency
+from liquid_control.simulation.image_effects import ImageEffects, apply_pixel_effects, blacked_out, sample_latency
 from liquid_control.simulation.quadrotor import DroneState, NoiseConfig, PhysicsOptions, QuadrotorSim, WindConfig
 from liquid_control.simulation.world import SceneConfig, build_collision_bodies
 
@@ -188,23 +189,28 @@ class DroneWorld:
     def render(self) -> Frame | None:
         """The newest camera frame that has arrived by now, or None.
 
-        A frame is captured when a camera period (1/rate_hz) has elapsed; it is lost
-        with probability frame_drop_prob and arrives latency later. None means no new
-        frame arrived at this call (dropped, still in flight, or between camera periods).
+        A frame is captured when a camera period (1/rate_hz, or the effects' rate_schedule) has
+        elapsed; it is lost with probability frame_drop_prob and arrives latency later. None
+        means no new frame arrived at this call (dropped, still in flight, or between camera
+        periods). Captures happen at render calls, so at most one per control step: a camera
+        faster than the control rate delivers a frame every step. Frames captured in a
+        blackout window arrive black (and with an all-inf depth).
         """
         self._require_reset()
         now = self._sim.time_s
         eps = 1e-9
         if now + eps >= self._next_capture_s:
-            period = 1.0 / self.camera.rate_hz
             while self._next_capture_s <= now + eps:
-                self._next_capture_s += period
+                self._next_capture_s += self._camera_period_s(self._next_capture_s)
             self._seq += 1
             fx = self.effects
             dropped = fx.frame_drop_prob > 0 and self._effects_rng.random() < fx.frame_drop_prob
             if not dropped:  # dropped frames are never rendered (saves time, same random stream)
                 image, depth = self._renderer.render(self._sim.position, np.asarray(self._sim.rotation).reshape(3, 3))
                 image = apply_pixel_effects(image, fx, self._effects_rng)
+                if fx.blackouts and blacked_out(fx, now):  # rendered anyway: the random stream stays the same
+                    image = np.zeros_like(image)
+                    depth = None if depth is None else np.full_like(depth, np.inf)
                 frame = Frame(image=image, capture_time_s=now, seq=self._seq, depth=depth)
                 self._pending.append(_PendingFrame(frame, now + sample_latency(fx, self._effects_rng)))
         newest = None
@@ -216,6 +222,14 @@ class DroneWorld:
         if newest is not None:
             self._pending = deque(p for p in self._pending if p.frame.capture_time_s > newest.capture_time_s)
         return newest
+
+    def _camera_period_s(self, time_s: float) -> float:
+        """Time from a capture slot at `time_s` to the next one."""
+        schedule = self.effects.rate_schedule
+        if not schedule:
+            return 1.0 / self.camera.rate_hz
+        segment = bisect.bisect_right(schedule, (time_s, math.inf)) - 1
+        return 1.0 / schedule[max(segment, 0)][1]
 
     # ------------------------------------------------------------------ queries
     @property
@@ -247,6 +261,19 @@ class DroneWorld:
         if self.scene is None or self.scene.target is None:
             raise ValueError("the scene has no target to move")
         self._renderer.set_object_position(0, p)
+
+    def set_object_position(self, index: int, position) -> None:
+        """Move primitive `index` of the scene (target first, then distractors and obstacle parts) for
+        the camera only: collision bodies stay where the scene put them (moving objects must not collide)."""
+        self._require_reset()
+        p = np.asarray(position, dtype=float).reshape(-1)
+        if p.shape != (3,) or not np.isfinite(p).all():
+            raise ValueError(f"object position must be 3 finite numbers, got {position!r}")
+        if not 0 <= index < len(self._renderer.objects):
+            raise ValueError(f"object index {index} out of range: the scene has {len(self._renderer.objects)}")
+        if self._renderer.objects[index].collides:
+            raise ValueError(f"object {index} collides; only non-colliding objects can be moved")
+        self._renderer.set_object_position(index, p)
 
     @property
     def target_position(self) -> np.ndarray | None:

@@ -5,7 +5,8 @@ scene set-up all go through here, so every consumer sees the same world, the sam
 task bookkeeping and the same timing.
 
 Per control step (at `control_hz`):
-  1. the task says where the target is; the world's target is moved there;
+  1. the task says where the target is; the world's target is moved there (and an occlusion
+     event's occluder is placed across the line of sight to it);
   2. the world delivers the newest camera frame, or None (dropped / in flight);
   3. the *labeller* (if any, normally the expert) computes its command — the label;
   4. the *controller* computes the command that is actually flown;
@@ -17,19 +18,21 @@ labels every step; plain expert runs leave the label out (it equals the command)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from liquid_control.simulation.camera import CameraConfig
+from liquid_control.simulation.camera import CameraConfig, camera_pose, intrinsics
 from liquid_control.simulation.controller import ControlLimits
 from liquid_control.simulation.drone_world import DroneWorld, Frame
 from liquid_control.simulation.expert import Expert, ExpertConfig, Perturbation, PerturbationConfig
 from liquid_control.simulation.image_effects import ImageEffects
+from liquid_control.simulation.occlusion import blackout_windows, occluder_centre, parked_centre
 from liquid_control.simulation.quadrotor import DroneState, WindConfig
 from liquid_control.simulation.scenario import EpisodeSpec, Scenario, sample_episode
-from liquid_control.simulation.tasks import SuccessConfig, make_task
+from liquid_control.simulation.tasks import SuccessConfig, make_task, world_from_body
 from liquid_control.simulation.world import GroundConfig, LightConfig, SceneConfig, SceneObject, SkyConfig
 
 
@@ -120,10 +123,22 @@ class EpisodeResult:
     frames: list[Frame | None] | None  # (N,) delivered frame per step when keep_frames
 
 
+def has_occluder(spec: EpisodeSpec) -> bool:
+    return any(event.mode == "occluder" for event in spec.occlusions)
+
+
 def scene_from_spec(spec: EpisodeSpec) -> SceneConfig:
-    """The world's SceneConfig for a sampled episode (target never collides; distractors do)."""
+    """The world's SceneConfig for a sampled episode (target never collides; distractors do).
+
+    An episode with occluder events gets the occluder as the last, non-colliding distractor: a
+    cylinder standing on the ground, as tall as the arena, parked below the ground until it is needed.
+    """
     target = SceneObject(spec.target_shape, spec.target_colour, spec.target_size_m, spec.targets[0], collides=False)
     distractors = [SceneObject(d.shape, d.colour, d.size_m, d.position, collides=True) for d in spec.distractors]
+    if has_occluder(spec):
+        distractors.append(SceneObject("cylinder", spec.occluder_colour,
+                                       (spec.occluder_size_m, spec.occluder_size_m, spec.arena_max_height_m),
+                                       tuple(parked_centre(spec.start_position, (1.0, 0.0, 0.0))), collides=False))
     return SceneConfig(
         ground=GroundConfig(colour=spec.ground_colour, texture=spec.ground_texture,
                             texture_scale_m=spec.ground_texture_scale_m, colour2=spec.ground_second_colour),
@@ -137,7 +152,8 @@ def scene_from_spec(spec: EpisodeSpec) -> SceneConfig:
 def effects_from_spec(spec: EpisodeSpec) -> ImageEffects:
     return ImageEffects(noise_std=spec.image_noise_std, blur_px=spec.blur_px, exposure_gain=spec.exposure_gain,
                         frame_drop_prob=spec.frame_drop_prob, latency_s=spec.latency_mean_s,
-                        latency_jitter_s=spec.latency_jitter_s)
+                        latency_jitter_s=spec.latency_jitter_s, rate_schedule=spec.camera_rate_schedule,
+                        blackouts=blackout_windows(spec.occlusions))
 
 
 def make_world(spec: EpisodeSpec, config: EpisodeConfig = EpisodeConfig()) -> DroneWorld:
@@ -187,6 +203,8 @@ class Episode:
         self.last_command = np.zeros(4)  # the command flown by the latest step (after clipping)
         self.metrics: dict[str, Any] = {}
         self._state: DroneState | None = None
+        self._occluder_index: int | None = None  # scene primitive index of the occluder, if any
+        self._target_radius_m = 0.0
 
     @property
     def done(self) -> bool:
@@ -195,9 +213,25 @@ class Episode:
     def start(self) -> Observation:
         spec = self.spec
         self.world = make_world(spec, self.config)
-        self._state = self.world.reset(scene_from_spec(spec), spec.start_position, spec.start_yaw_rad, seed=spec.seed)
+        scene = scene_from_spec(spec)
+        self._state = self.world.reset(scene, spec.start_position, spec.start_yaw_rad, seed=spec.seed)
+        if has_occluder(spec) and self.config.render:
+            self._occluder_index = len(scene.primitives()) - 1
+            extent_x, extent_y, _ = scene.target.extents
+            self._target_radius_m = 0.5 * math.hypot(extent_x, extent_y)
         self.task.begin(self._state)
         return self._observe()
+
+    def _place_occluder(self, time_s: float, target: np.ndarray) -> None:
+        """Put the occluder where its event has it now, or park it (episode time = world time: reset is at 0)."""
+        camera, spec = self.config.camera, self.spec
+        lens, world_from_optical = camera_pose(camera, self._state.position, world_from_body(self._state))
+        half_hfov = math.atan((camera.width / 2.0) / intrinsics(camera)[0, 0])
+        centre = occluder_centre(spec.occlusions, time_s, lens, target, self._target_radius_m,
+                                 spec.occluder_size_m / 2.0, spec.arena_max_height_m, half_hfov)
+        if centre is None:
+            centre = parked_centre(lens, world_from_optical[:, 2])
+        self.world.set_object_position(self._occluder_index, centre)
 
     def _observe(self) -> Observation:
         world, task = self.world, self.task
@@ -205,6 +239,8 @@ class Episode:
         target = task.target_position(now)
         if self.spec.task != "fly_to_target":  # the target moves (chase) or jumps to the next goal (loop)
             world.set_target_position(target)
+        if self._occluder_index is not None:
+            self._place_occluder(now, target)
         frame = world.render() if self.config.render else None
         if frame is not None:
             self.last_frame = frame

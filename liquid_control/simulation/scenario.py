@@ -2,9 +2,10 @@
 
 A *scenario* (``sim/scenarios/<name>.yaml``) names a task and gives a range for
 everything that varies between episodes: start pose, target placement and look,
-distractors, ground, sky, lighting, wind, image noise, frame drops / latency and
-the airframe. ``sample_episode(scenario, seed)`` turns it into one concrete
-:class:`EpisodeSpec`; the same (scenario, seed) always gives the same episode.
+distractors, ground, sky, lighting, wind, image noise, frame drops / latency, a
+changing camera frame rate, occlusion events and the airframe.
+``sample_episode(scenario, seed)`` turns it into one concrete :class:`EpisodeSpec`;
+the same (scenario, seed) always gives the same episode.
 
 A scenario may start with ``extends: <other scenario>``: the other file's
 sections are taken and this file's keys replace theirs key by key. The ``ood_*``
@@ -23,7 +24,7 @@ and what is allowed. No ROS here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ TASKS = ("fly_to_target", "target_loop", "chase")
 SHAPES = ("sphere", "box", "cylinder")
 TEXTURES = ("plain", "checker", "noise")
 AIRFRAMES = ("cf2x", "quad250")
+OCCLUSION_MODES = ("occluder", "blackout")
 
 
 class ScenarioError(ValueError):
@@ -86,8 +88,8 @@ def _choose(rng: np.random.Generator, options: tuple) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# Schema: section -> key -> (kind, allowed) and defaults. Kinds: "range", "int", "choice", "colours".
-# Allowed bounds are physical sanity limits, not the training distribution.
+# Schema: section -> key -> (kind, allowed) and defaults. Kinds: "range", "int", "choice", "colours",
+# "optional_range" (a range, or null for "off"). Allowed bounds are sanity limits, not the training distribution.
 
 _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "start": {
@@ -142,6 +144,10 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "frame_drop_prob": ("range", (0.0, 0.9)),
         "latency_mean_s": ("range", (0.0, 0.5)),
         "latency_jitter_s": ("range", (0.0, 0.5)),
+        # null: the camera's fixed rate (EpisodeConfig.camera.rate_hz). A range: the rate changes within
+        # the episode, piecewise constant, a new rate (log-uniform in the range) every rate_change_s.
+        "rate_hz": ("optional_range", (1.0, 240.0)),
+        "rate_change_s": ("range", (0.1, 600.0)),
     },
     "loop": {
         "targets": ("int", (2, 10)),
@@ -152,6 +158,18 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "max_speed_mps": ("range", (0.0, 3.0)),
         "start_range_m": ("range", (0.5, 5.0)),
         "turn_rate_deg_s": ("range", (0.0, 90.0)),  # peak heading rate of the target's path
+    },
+    # Moments when the camera loses the target: `count` events (0 = off), each of a mode drawn from
+    # `modes`, starting in start_s (episode time), hiding the target for duration_s. "occluder": an opaque
+    # vertical cylinder (diameter occluder_size_m) passes between the camera and the target; "blackout":
+    # the frames captured in the window arrive black. See simulation/occlusion.py.
+    "occlusion": {
+        "count": ("int", (0, 10)),
+        "modes": ("choice", OCCLUSION_MODES),
+        "start_s": ("range", (0.0, 600.0)),
+        "duration_s": ("range", (0.05, 10.0)),
+        "occluder_size_m": ("range", (0.2, 3.0)),
+        "occluder_colours": ("colours", None),
     },
 }
 
@@ -181,9 +199,12 @@ _DEFAULTS: dict[str, Any] = {
     "lighting": {"azimuth_deg": 45.0, "elevation_deg": 50.0, "strength": 1.0, "ambient": 0.4},
     "wind": {"speed_mps": 0.0, "direction_deg": 0.0, "gust_std_mps": 0.0},
     "sensor": {"image_noise_std": 0.0, "blur_px": 0.0, "exposure_gain": 1.0},
-    "timing": {"frame_drop_prob": 0.0, "latency_mean_s": 0.0, "latency_jitter_s": 0.0},
+    "timing": {"frame_drop_prob": 0.0, "latency_mean_s": 0.0, "latency_jitter_s": 0.0,
+               "rate_hz": None, "rate_change_s": [1.0, 4.0]},
     "loop": {"targets": 3, "leg_m": [3.0, 6.0], "turn_deg": [60.0, 120.0]},
     "chase": {"max_speed_mps": 1.0, "start_range_m": 1.5, "turn_rate_deg_s": 20.0},
+    "occlusion": {"count": 0, "modes": ["occluder", "blackout"], "start_s": [2.0, 10.0], "duration_s": [0.3, 1.5],
+                  "occluder_size_m": 1.0, "occluder_colours": [[0.35, 0.35, 0.35]]},
 }
 
 
@@ -214,9 +235,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _parse_range(file: str, key: str, value: Any, bounds: tuple[float, float], integer: bool) -> Range | IntRange:
+def _parse_range(file: str, key: str, value: Any, bounds: tuple[float, float], integer: bool,
+                 off: str = "") -> Range | IntRange:
     kind = "integer" if integer else "number"
-    allowed = f"allowed: a {kind} or [low, high] with {bounds[0]} <= low <= high <= {bounds[1]}"
+    allowed = f"allowed: {off}a {kind} or [low, high] with {bounds[0]} <= low <= high <= {bounds[1]}"
     if _is_number(value):
         low = high = value
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value):
@@ -342,6 +364,9 @@ def validate_scenario(data: dict[str, Any], file: str | Path = "<scenario>", nam
                 parsed[key] = _parse_range(file, dotted, value, allowed, integer=False)
             elif kind == "int":
                 parsed[key] = _parse_range(file, dotted, value, allowed, integer=True)
+            elif kind == "optional_range":
+                parsed[key] = None if value is None else _parse_range(file, dotted, value, allowed, integer=False,
+                                                                      off="null (off), ")
             elif kind == "choice":
                 parsed[key] = _parse_choice(file, dotted, value, allowed)
             else:
@@ -471,6 +496,25 @@ class ChasePath:
 
 
 @dataclass(frozen=True)
+class OcclusionEvent:
+    """One moment the camera loses the target, in episode time (s).
+
+    mode "occluder": an occluder crosses the line of sight and hides the target fully during
+    [start_s, end_s]; `side` (+1 / -1) is the direction it crosses in. "blackout": frames captured
+    in [start_s, end_s] arrive black.
+    """
+
+    mode: str
+    start_s: float
+    duration_s: float
+    side: float = 1.0
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass(frozen=True)
 class EpisodeSpec:
     """Everything concrete about one episode: the sampled scenario at one seed.
 
@@ -511,6 +555,11 @@ class EpisodeSpec:
     latency_mean_s: float
     latency_jitter_s: float
     chase_path: ChasePath | None = None
+    # Variable frame rate: (segment start s, rate Hz) in time order; empty: the camera's fixed rate.
+    camera_rate_schedule: tuple[tuple[float, float], ...] = ()
+    occlusions: tuple[OcclusionEvent, ...] = ()  # in time order, never overlapping
+    occluder_size_m: float = 1.0  # diameter of the occluder cylinder (used by "occluder" events)
+    occluder_colour: Colour = (0.35, 0.35, 0.35)
 
 
 def _polar(origin: np.ndarray, heading: float, range_m: float, height: float) -> np.ndarray:
@@ -561,6 +610,40 @@ def _sample_chase_path(rng: np.random.Generator, start: np.ndarray, heading: flo
         pos[2] = start[2] + 0.2 * math.sin(w[3] * t + phase[3]) - 0.2 * math.sin(phase[3])
         points.append(_tuple3(pos))
     return ChasePath(dt_s=dt, points=tuple(points))
+
+
+# Least time between the end of one occlusion event and the start of the next (s): the target is
+# seen again in between, so two events never merge into one longer gap.
+OCCLUSION_MIN_GAP_S = 1.0
+
+
+def _sample_rate_schedule(rng: np.random.Generator, rate_hz: Range, change_s: Range,
+                          duration_s: float) -> tuple[tuple[float, float], ...]:
+    """Piecewise-constant camera rates covering [0, duration_s]. Rates are log-uniform: the band spans
+    a factor of ~8, and uniform in Hz would spend most of the time above the 30 Hz control rate."""
+    log_low, log_high = math.log(rate_hz.low), math.log(rate_hz.high)
+    segments, start = [], 0.0
+    while start < duration_s:
+        rate = math.exp(log_low if log_low == log_high else rng.uniform(log_low, log_high))
+        segments.append((start, rate))
+        start += change_s.sample(rng)
+    return tuple(segments)
+
+
+def _sample_occlusions(rng: np.random.Generator, occlusion: dict[str, Any]) -> tuple[OcclusionEvent, ...]:
+    """`count` events in start order; a later event is pushed back to start OCCLUSION_MIN_GAP_S after
+    the previous one ends (so it may start after start_s.high)."""
+    drawn = []
+    for _ in range(occlusion["count"].sample(rng)):
+        mode = _choose(rng, occlusion["modes"])
+        start, duration = occlusion["start_s"].sample(rng), occlusion["duration_s"].sample(rng)
+        drawn.append((start, duration, mode, 1.0 if rng.random() < 0.5 else -1.0))
+    events: list[OcclusionEvent] = []
+    for start, duration, mode, side in sorted(drawn):
+        if events:
+            start = max(start, events[-1].end_s + OCCLUSION_MIN_GAP_S)
+        events.append(OcclusionEvent(mode, start, duration, side))
+    return tuple(events)
 
 
 def sample_episode(scenario: Scenario, seed: int) -> EpisodeSpec:
@@ -632,7 +715,7 @@ def sample_episode(scenario: Scenario, seed: int) -> EpisodeSpec:
     wind_speed = wind["speed_mps"].sample(rng)
     wind_dir = math.radians(wind["direction_deg"].sample(rng))
     sensor, timing = s["sensor"], s["timing"]
-    return EpisodeSpec(
+    spec = EpisodeSpec(
         scenario=scenario.name, task=scenario.task, seed=int(seed), duration_s=scenario.duration_s,
         arena_half_size_m=scenario.arena_half_size_m, arena_max_height_m=scenario.arena_max_height_m,
         airframe=airframe, start_position=_tuple3(start_pos), start_yaw_rad=yaw,
@@ -650,3 +733,15 @@ def sample_episode(scenario: Scenario, seed: int) -> EpisodeSpec:
         latency_jitter_s=timing["latency_jitter_s"].sample(rng),
         chase_path=chase_path,
     )
+    # Drawn after everything else and only when switched on, so other scenarios sample exactly as before.
+    extra: dict[str, Any] = {}
+    if timing["rate_hz"] is not None:
+        extra["camera_rate_schedule"] = _sample_rate_schedule(rng, timing["rate_hz"], timing["rate_change_s"],
+                                                              scenario.duration_s)
+    occlusions = _sample_occlusions(rng, s["occlusion"])
+    if occlusions:
+        extra["occlusions"] = occlusions
+    if any(event.mode == "occluder" for event in occlusions):
+        extra["occluder_size_m"] = s["occlusion"]["occluder_size_m"].sample(rng)
+        extra["occluder_colour"] = _choose(rng, s["occlusion"]["occluder_colours"])
+    return replace(spec, **extra) if extra else spec
