@@ -11,6 +11,7 @@ from liquid_control.simulation.scenario import (
 from liquid_control.stats import proportion, wilson_interval
 
 OOD_SUITES = ["ood_appearance", "ood_lighting", "ood_distractors", "ood_range", "ood_dynamics", "ood_timing"]
+TIME_SUITES = ["occlusion", "variable_rate"]  # tasks where time matters: also one factor each
 
 
 def write(tmp_path, name, text):
@@ -23,24 +24,55 @@ def write(tmp_path, name, text):
 
 def test_all_shipped_suites_load_with_train_and_six_ood():
     names = list_suites()
-    assert "train" in names and set(OOD_SUITES) <= set(names)
+    assert "train" in names and set(OOD_SUITES + TIME_SUITES) <= set(names)
     for name in names:
         suite = load_suite(name)
         assert suite.total_episodes >= 100, name
 
 
-@pytest.mark.parametrize("suite_name", OOD_SUITES)
+def changed_keys(scenario, base) -> set[str]:
+    """Top-level keys, or `section.key` inside a section, where two scenarios' merged files differ."""
+    changed = set()
+    for key in scenario.raw:
+        mine, theirs = scenario.raw[key], base.raw[key]
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            changed |= {f"{key}.{k}" for k in mine if mine[k] != theirs[k]}
+        elif mine != theirs:
+            changed.add(key)
+    return changed - {"description"}
+
+
+@pytest.mark.parametrize("suite_name", OOD_SUITES + TIME_SUITES)
 def test_each_ood_scenario_shifts_exactly_one_factor_of_its_train_scenario(suite_name):
-    factor_sections = {
+    # A factor is a whole section ("lighting") or single keys ("timing.rate_hz").
+    factor = {
         "ood_appearance": {"ground", "sky"}, "ood_lighting": {"lighting"}, "ood_distractors": {"distractors"},
-        "ood_range": {"target", "loop"}, "ood_dynamics": {"wind", "airframes"}, "ood_timing": {"timing"},
+        "ood_range": {"target", "loop"}, "ood_dynamics": {"wind", "airframes"},
+        "ood_timing": {"timing.frame_drop_prob", "timing.latency_mean_s", "timing.latency_jitter_s"},
+        "occlusion": {"occlusion"}, "variable_rate": {"timing.rate_hz", "timing.rate_change_s"},
     }[suite_name]
     for entry in load_suite(suite_name).entries:
         ood = entry.scenario
         train = load_scenario("train_" + ood.task)
-        changed = {k for k in ood.raw if ood.raw[k] != train.raw[k]} - {"description"}
-        assert changed and changed <= factor_sections, (ood.name, changed)
+        changed = changed_keys(ood, train)
+        assert changed and all(key in factor or key.split(".")[0] in factor for key in changed), (ood.name, changed)
         assert ood.task == train.task
+
+
+def test_the_time_suites_switch_their_factor_on():
+    for entry in load_suite("occlusion").entries:
+        section = entry.scenario.section("occlusion")
+        assert section["count"].low >= 1 and set(section["modes"]) == {"occluder", "blackout"}
+        assert (section["duration_s"].low, section["duration_s"].high) == (0.3, 1.5)
+    assert {e.scenario.task for e in load_suite("occlusion").entries} == {"fly_to_target", "target_loop", "chase"}
+    for entry in load_suite("variable_rate").entries:
+        rate = entry.scenario.section("timing")["rate_hz"]
+        assert (rate.low, rate.high) == (8.0, 60.0)
+    assert "chase" in {e.scenario.task for e in load_suite("variable_rate").entries}
+    for name in ["train", *OOD_SUITES]:  # and no other suite has them
+        for entry in load_suite(name).entries:
+            assert entry.scenario.section("occlusion")["count"].high == 0, entry.scenario.name
+            assert entry.scenario.section("timing")["rate_hz"] is None, entry.scenario.name
 
 
 def test_ood_values_are_the_ones_the_issue_asks_for():
