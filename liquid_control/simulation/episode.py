@@ -205,6 +205,7 @@ class Episode:
         self._state: DroneState | None = None
         self._occluder_index: int | None = None  # scene primitive index of the occluder, if any
         self._target_radius_m = 0.0
+        self._half_hfov_rad = math.atan((config.camera.width / 2.0) / intrinsics(config.camera)[0, 0])
 
     @property
     def done(self) -> bool:
@@ -224,11 +225,10 @@ class Episode:
 
     def _place_occluder(self, time_s: float, target: np.ndarray) -> None:
         """Put the occluder where its event has it now, or park it (episode time = world time: reset is at 0)."""
-        camera, spec = self.config.camera, self.spec
-        lens, world_from_optical = camera_pose(camera, self._state.position, world_from_body(self._state))
-        half_hfov = math.atan((camera.width / 2.0) / intrinsics(camera)[0, 0])
+        spec = self.spec
+        lens, world_from_optical = camera_pose(self.config.camera, self._state.position, world_from_body(self._state))
         centre = occluder_centre(spec.occlusions, time_s, lens, target, self._target_radius_m,
-                                 spec.occluder_size_m / 2.0, spec.arena_max_height_m, half_hfov)
+                                 spec.occluder_size_m / 2.0, spec.arena_max_height_m, self._half_hfov_rad)
         if centre is None:
             centre = parked_centre(lens, world_from_optical[:, 2])
         self.world.set_object_position(self._occluder_index, centre)
