@@ -182,6 +182,18 @@ def test_passing_occluder_hides_the_target_in_its_window_and_only_near_it():
     assert any(red_pixels(f.image) > 0 for f in passing)  # it moves on and the target comes back
 
 
+def test_a_shipped_occlusion_episode_hides_its_target_for_the_whole_sampled_window():
+    spec = sample_episode(load_scenario("occlusion_fly_to_target"), 3)
+    (event,) = spec.occlusions
+    assert event.mode == "occluder" and 1.3 < event.start_s < 1.4 and 1.0 < event.duration_s < 1.1
+    result = run_episode(spec, ExpertController(), config=EpisodeConfig(keep_frames=True, duration_s=3.0))
+    frames = [f for f in result.frames if f is not None]
+    window = [f for f in frames if event.start_s <= f.capture_time_s <= event.end_s]
+    assert len(window) >= 30 and all(red_pixels(f.image) == 0 for f in window)
+    before = [f for f in frames if f.capture_time_s < event.start_s - 0.5]
+    assert all(red_pixels(f.image) > 0 for f in before)
+
+
 def test_occluder_in_a_chase_hides_the_moving_target_whenever_it_is_in_view():
     spec = sample_episode(load_scenario("occlusion_chase"), 5)
     event = OcclusionEvent("occluder", start_s=2.0, duration_s=1.2, side=-1.0)
