@@ -64,6 +64,13 @@ def test_saliency_mass_concentrates_in_the_only_region_the_model_uses():
         for k in range(3):
             share = mass_stats(maps[k], region)["region_mass"]
             assert share > 0.8, f"{name} frame {k}: only {share:.0%} of the saliency in the quadrant"
+    # control: the same weights without the mask spread their saliency over the whole image
+    plain = FeatureExtractor(config).eval()
+    plain.load_state_dict(perception.state_dict())
+    plain_vbp = visual_backprop(plain, images).numpy()
+    plain_ig = integrated_gradients(plain, policy, images, replay.states_before, torch.ones(3, 1), steps=16)[0]
+    for maps in (plain_vbp, plain_ig.numpy()):
+        assert max(mass_stats(maps[k], region)["region_mass"] for k in range(3)) < 0.5
     # integrated gradients: nothing outside the quadrant at all, and completeness holds roughly
     assert attributions[..., 24:, :].abs().max() == 0 and attributions[..., :24, 32:].abs().max() == 0
     with torch.no_grad():
