@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("liquid_control.commands.collect", "fly the expert (with perturbations) on a suite and store training shards"),
     "train": ("liquid_control.commands.train", "train perception + policy by imitation from a YAML recipe"),
     "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
+    "explain": ("liquid_control.commands.explain", "saliency overlays (VisualBackProp, integrated gradients) and CfC neuron traces of a model"),
     "bench": ("liquid_control.commands.bench", "run a benchmark from benchmarks/ (omit the name to list them)"),
 }
 

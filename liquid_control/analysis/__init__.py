@@ -1,0 +1,1 @@
+"""Offline analysis of trained models (ROS-free): what the policy looks at, and what its neurons do."""
