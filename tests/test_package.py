@@ -31,3 +31,41 @@ def test_cli_rejects_unknown_command():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_every_help_runs_as_a_real_process_without_a_traceback(repo_root):
+    """`liquid-control --help` and `liquid-control COMMAND --help` for every command, as a user types them."""
+    import os
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("liquid-control")
+    command = [str(script)] if script.exists() else [shutil.which("liquid-control")]
+    assert command[0], "the liquid-control console script is not installed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
+
+    def run_help(args: list[str]) -> tuple[list[str], subprocess.CompletedProcess]:
+        return args, subprocess.run(command + args, capture_output=True, text=True, env=env, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run_help, [["--help"]] + [[name, "--help"] for name in cli.SUBCOMMANDS]))
+    for args, proc in results:
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr[-2000:])
+        prog = " ".join(["liquid-control", *args[:-1]])
+        assert proc.stdout.startswith(f"usage: {prog}"), (args, proc.stdout[:200])
+    assert "95% interval" in results[0][1].stdout  # the help text that once crashed argparse
+
+
+def test_no_tracked_file_points_outside_the_repository(repo_root):
+    """A clone has nothing outside itself: no ../shared paths, no absolute paths of the machine it was made on."""
+    files = subprocess.run(["git", "ls-files"], cwd=repo_root, capture_output=True, text=True, check=True).stdout
+    needles = ("../" + "shared", "/" + "work/")  # split, so this file does not match itself
+    offenders = []
+    for name in files.splitlines():
+        path = repo_root / name
+        if not path.is_file() or path.suffix in (".safetensors", ".png", ".onnx", ".mcap"):
+            continue
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        offenders += [f"{name}: {needle}" for needle in needles if needle in text]
+    assert not offenders, offenders
