@@ -58,7 +58,7 @@ def test_every_help_runs_as_a_real_process_without_a_traceback(repo_root):
 
 
 def test_no_tracked_file_points_outside_the_repository(repo_root):
-    """A clone has nothing outside itself: no ../shared paths, no absolute paths of the machine it was made on."""
+    """A clone has nothing outside itself: no paths into a sibling folder, none into the machine it was made on."""
     files = subprocess.run(["git", "ls-files"], cwd=repo_root, capture_output=True, text=True, check=True).stdout
     needles = ("../" + "shared", "/" + "work/")  # split, so this file does not match itself
     offenders = []
