@@ -55,7 +55,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | 
     kwargs = {}
     for name, value in data.items():
         nested = _dataclass_in(hints[name])
-        if nested is not None and isinstance(value, Mapping):
+        if nested is not None and value is not None and not isinstance(value, nested):
             kwargs[name] = config_from_dict(nested, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(hints[name], value)
