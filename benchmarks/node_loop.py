@@ -86,7 +86,8 @@ class Probe:
         self.publisher = self.node.create_publisher(Image, CAMERA_IMAGE.name, qos_profile(CAMERA_IMAGE, depth=1))
         # Deep queues: the benchmark keeps every command and diagnostics message.
         self.node.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd, qos_profile(CMD_VEL, depth=200))
-        self.node.create_subscription(DiagnosticArray, DIAGNOSTICS.name, self.on_diag, qos_profile(DIAGNOSTICS, depth=50))
+        self.node.create_subscription(DiagnosticArray, DIAGNOSTICS.name, self.on_diag,
+                                      qos_profile(DIAGNOSTICS, depth=50))
         rng = np.random.default_rng(0)
         # Distinct frames (a constant input would drive the CfC to a fixed point: unchanged commands).
         self.frames = []

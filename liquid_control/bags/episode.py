@@ -33,7 +33,7 @@ COMMAND_TYPE = CMD_VEL.type
 ODOMETRY_TYPE = ODOM.type
 
 
-def offered_qos(interface: Interface) -> dict:
+def qos_metadata(interface: Interface) -> dict:
     """The bag metadata's offered QoS of a table topic."""
     qos = interface.qos
     return default_qos(qos.reliability, depth=qos.depth, durability=qos.durability)
@@ -87,7 +87,7 @@ class EpisodeBagRecorder:
         # Offered QoS as the live publishers offer it (the interface table).
         for name, interface in ((self.config.image_topic, CAMERA_IMAGE), (self.config.command_topic, CMD_VEL),
                                 (self.config.odometry_topic, ODOM)):
-            self.writer.add_topic(name, interface.type, [offered_qos(interface)])
+            self.writer.add_topic(name, interface.type, [qos_metadata(interface)])
 
     @property
     def bag_dir(self) -> Path:

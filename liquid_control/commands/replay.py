@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO",
                         help="rename topics (overrides --recorded-prefix for those topics)")
     parser.add_argument("--recorded-prefix", default=RECORDED_PREFIX, metavar="NS",
-                        help=f"play the bag's {', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} under NS (default %(default)s), "
+                        help=f"play the bag's {', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} under NS "
+                             "(default %(default)s), "
                              "apart from a live graph's own; '' for their recorded names")
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="play only these topics")
     parser.add_argument("--clock", action="store_true", help="publish /clock from bag time")

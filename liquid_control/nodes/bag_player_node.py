@@ -33,11 +33,11 @@ from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declar
                                          message_class, qos_profile, string_list_parameter)
 from liquid_control.timing import LoopTiming
 
-
 PARAMS = [
     ParamSpec("bag", "", "bag directory or .mcap/.db3 file to play"),
     ParamSpec("recorded_prefix", RECORDED_PREFIX, "namespace under which the bag's "
-              f"{', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} are played, apart from the live graph's ('': their own names)"),
+              f"{', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} are played, apart from the live graph's "
+              "('': their own names)"),
     ParamSpec("rate", 1.0, "playback speed factor", 0.01, 100.0),
     ParamSpec("start_offset_s", 0.0, "bag seconds skipped from the first message", 0.0, 1e9),
     ParamSpec("delay_s", 0.0, "wait (s) before the first message, e.g. for subscribers to connect", 0.0, 60.0),
