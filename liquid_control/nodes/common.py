@@ -5,6 +5,7 @@ Topic names and QoS come from the interface table (liquid_control.interfaces.top
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import math
 import os
@@ -283,6 +284,15 @@ def make_executor(kind: str, context: rclpy.context.Context | None = None) -> Ex
     raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
 
 
+def freeze_start_up_objects() -> None:
+    """Move every object alive after start-up out of the garbage collector's reach (gc.freeze): imports
+    (rclpy, rosbags' type stores, torch) leave tens of thousands of long-lived objects, and a full collection
+    walking them (~70 ms for the recorder's on a loaded 2-core host) stalled callbacks at random moments,
+    e.g. shifting a recorder's receive times by ~0.1 s (tests/test_bag_player.py round trip)."""
+    gc.collect()
+    gc.freeze()
+
+
 def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """main() body for a node: init, build, spin, clean up on Ctrl-C/SIGTERM.
 
@@ -298,6 +308,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
         try:
             node = node_factory()
             executor = make_executor(getattr(node, "executor_kind", "single"))
+            freeze_start_up_objects()
         except (ValueError, OSError, RuntimeError, TypeError) as exc:
             rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")
             return 1
