@@ -187,12 +187,13 @@ class RecorderNode(Node):
             self.get_logger().warning(f"not recording {topic}: {err}")
             return
         self.counts[topic] = 0
-        entry = self.subscriptions_by_topic[topic] = RecordedTopic(msgtype, cls, provisional=not publishers)
+        entry = RecordedTopic(msgtype, cls, provisional=not publishers)
         # No publisher yet (pre-configured type): reliable, which a reliable publisher serves from its first
         # message (its history covers the discovery gap); a best-effort one gets its own subscription when it
         # appears. Not both at once from the start: measured here, a best-effort twin then recorded a reliable
         # publisher's messages 5.. before the reliable subscription's resent 0..4 (out of order).
         self.add_subscription(topic, entry, offered_qos(publishers, self.params["queue_depth"]))
+        self.subscriptions_by_topic[topic] = entry  # listed with its subscription: other threads may read it
         self.get_logger().info(f"recording {topic} [{msgtype}] ({describe(entry.qos)}"
                                f"{', until its publishers appear' if entry.provisional else ''})")
 
