@@ -70,10 +70,10 @@ class Probe:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import TwistStamped
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from liquid_control.nodes.common import sensor_qos
+        from liquid_control.interfaces.topics import CAMERA_IMAGE, CMD_VEL, DIAGNOSTICS
+        from liquid_control.nodes.common import qos_profile
 
         rclpy.init()
         self.rclpy = rclpy
@@ -83,10 +83,11 @@ class Probe:
         self.commands: list[tuple[float, float, tuple]] = []  # (stamp, receive time, values)
         self.diagnostics: list[dict[str, str]] = []
         self.images: list[float] = []
-        self.publisher = self.node.create_publisher(Image, "camera/image_raw", sensor_qos(1))
-        self.node.create_subscription(TwistStamped, "cmd_vel", self.on_cmd,
-                                      QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 50)
+        self.publisher = self.node.create_publisher(Image, CAMERA_IMAGE.name, qos_profile(CAMERA_IMAGE, depth=1))
+        # Deep queues: the benchmark keeps every command and diagnostics message.
+        self.node.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd, qos_profile(CMD_VEL, depth=200))
+        self.node.create_subscription(DiagnosticArray, DIAGNOSTICS.name, self.on_diag,
+                                      qos_profile(DIAGNOSTICS, depth=50))
         rng = np.random.default_rng(0)
         # Distinct frames (a constant input would drive the CfC to a fixed point: unchanged commands).
         self.frames = []

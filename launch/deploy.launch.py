@@ -18,6 +18,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from liquid_control.interfaces.topics import CMD_VEL
+
 
 def generate_launch_description():
     config = os.path.join(get_package_share_directory("liquid_control"), "config")
@@ -32,7 +34,7 @@ def generate_launch_description():
                               description="MAVLink connection of the bridge"),
         DeclareLaunchArgument("bridge", default_value="true",
                               description="run mavlink_bridge_node (false when MAVROS forwards cmd_vel)"),
-        DeclareLaunchArgument("cmd_vel_topic", default_value="cmd_vel",
+        DeclareLaunchArgument("cmd_vel_topic", default_value=CMD_VEL.name,
                               description="where the policy publishes (e.g. /mavros/setpoint_velocity/cmd_vel)"),
         Node(package="liquid_control", executable="perception_node", name="perception", output="screen",
              parameters=[os.path.join(config, "perception.yaml"), {
@@ -40,11 +42,11 @@ def generate_launch_description():
                  "input": ParameterValue(LaunchConfiguration("perception_input"), value_type=str)}]),
         Node(package="liquid_control", executable="policy_node", name="policy", output="screen",
              parameters=[os.path.join(config, "policy.yaml"), {"use_sim_time": False, "model_path": model}],
-             remappings=[("cmd_vel", cmd_vel)]),
+             remappings=[(CMD_VEL.name, cmd_vel)]),
         Node(package="liquid_control", executable="mavlink_bridge_node", name="mavlink_bridge", output="screen",
              condition=IfCondition(LaunchConfiguration("bridge")),
              parameters=[os.path.join(config, "mavlink_bridge.yaml"), {
                  "use_sim_time": False,
                  "connection": ParameterValue(LaunchConfiguration("connection"), value_type=str)}],
-             remappings=[("cmd_vel", cmd_vel)]),
+             remappings=[(CMD_VEL.name, cmd_vel)]),
     ])

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 # subcommand -> (module, one-line help). Keep sorted by the order users meet them.
+# The help texts are plain text ("95% interval"): `argparse_text` escapes them for argparse.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("liquid_control.commands.info", "versions, and parameter counts of a model file"),
     "export": ("liquid_control.commands.export", "write policy.onnx and perception.onnx from a model file and verify them"),
@@ -27,13 +28,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def argparse_text(text: str) -> str:
+    """Plain text as argparse help: argparse %-formats help strings (for %(default)s), so a bare % must be %%."""
+    return text.replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liquid-control", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in SUBCOMMANDS.items():
         # Arguments are added lazily (see main) so that --help of one command
         # never imports another command's heavy dependencies.
-        sub.add_parser(name, help=help_text)
+        sub.add_parser(name, help=argparse_text(help_text))
     return parser
 
 

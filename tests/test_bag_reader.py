@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from mcap.writer import Writer as RawMcapWriter
 
 import bag_fixtures as bf
 from liquid_control.bags import BagError
-from liquid_control.bags.images import decode_compressed_image, decode_raw_image
+from liquid_control.bags.images import image_message_to_rgb
 from liquid_control.bags.reader import BagReader, ReplayTiming
 from liquid_control.bags.writer import BagWriter, BagWriterConfig
 
@@ -180,28 +181,15 @@ def test_unsupported_raw_encoding(tmp_path, encoding):
             list(reader.images())
 
 
-def test_bad_compressed_payloads():
+def test_bad_payloads_raise_bag_errors_with_the_codec_message():
+    """The bag path decodes with interfaces.codec (tested in test_codec.py) and reports its errors as BagError."""
+    bad_raw = SimpleNamespace(encoding="rgb8", height=2, width=2, step=6, is_bigendian=0, data=bytes(11))
+    with pytest.raises(BagError, match="holds 11 bytes"):
+        image_message_to_rgb(bad_raw)
     with pytest.raises(BagError, match="unsupported CompressedImage format 'tiff'"):
-        decode_compressed_image("tiff", b"II*\x00garbage")
-    with pytest.raises(BagError, match="neither JPEG nor PNG"):
-        decode_compressed_image("jpeg", b"not an image at all")
-    with pytest.raises(BagError, match="could not be decoded"):
-        decode_compressed_image("jpeg", b"\xff\xd8\xff\xe0" + b"\x00" * 40)
-
-
-def test_bad_raw_payloads():
-    with pytest.raises(BagError, match="holds 11 bytes.*needs 12"):
-        decode_raw_image(2, 2, "rgb8", 6, bytes(11))
-    with pytest.raises(BagError, match="step 5 is shorter"):
-        decode_raw_image(2, 2, "rgb8", 5, bytes(20))
-    with pytest.raises(BagError, match="empty size 0x2"):
-        decode_raw_image(0, 2, "mono8", 0, b"")
-    rgba = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    np.testing.assert_array_equal(decode_raw_image(3, 2, "rgba8", 12, rgba.tobytes()), rgba[:, :, :3])
-    np.testing.assert_array_equal(decode_raw_image(3, 2, "bgra8", 12, rgba.tobytes()), rgba[:, :, 2::-1])
-    # The last row may come without its padding.
-    image = decode_raw_image(2, 2, "mono8", 4, bytes([1, 2, 9, 9, 3, 4]))
-    np.testing.assert_array_equal(image[:, :, 0], [[1, 2], [3, 4]])
+        image_message_to_rgb(SimpleNamespace(format="tiff", data=b"II*\x00garbage"))
+    with pytest.raises(BagError, match="neither a sensor_msgs/Image nor"):
+        image_message_to_rgb(SimpleNamespace(width=1))
 
 
 @pytest.mark.parametrize("suffix", [".mcap", ".db3"])

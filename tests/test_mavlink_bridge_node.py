@@ -25,7 +25,8 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from liquid_control.nodes.common import ParameterError, command_qos, latched_qos, sensor_qos  # noqa: E402
+from liquid_control.interfaces.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
+from liquid_control.nodes.common import ParameterError, qos_profile  # noqa: E402
 from liquid_control.nodes.mavlink_bridge_node import MavlinkBridgeNode  # noqa: E402
 from mavlink_test_autopilot import AutopilotProcess  # noqa: E402
 
@@ -38,13 +39,13 @@ class Probe:
 
     def __init__(self, context):
         self.node = rclpy.create_node("bridge_probe", context=context)
-        self.cmd_pub = self.node.create_publisher(TwistStamped, "cmd_vel", command_qos())
-        self.odom_pub = self.node.create_publisher(Odometry, "odom", sensor_qos())
+        self.cmd_pub = self.node.create_publisher(TwistStamped, "cmd_vel", qos_profile(COMMAND_QOS))
+        self.odom_pub = self.node.create_publisher(Odometry, "odom", qos_profile(SENSOR_QOS))
         self.modes, self.armed, self.connected, self.diagnostics = [], [], [], []
-        self.node.create_subscription(String, "mavlink/mode", lambda m: self.modes.append(m.data), latched_qos())
-        self.node.create_subscription(Bool, "mavlink/armed", lambda m: self.armed.append(m.data), latched_qos())
+        self.node.create_subscription(String, "mavlink/mode", lambda m: self.modes.append(m.data), qos_profile(LATCHED_QOS))
+        self.node.create_subscription(Bool, "mavlink/armed", lambda m: self.armed.append(m.data), qos_profile(LATCHED_QOS))
         self.node.create_subscription(Bool, "mavlink/connected", lambda m: self.connected.append(m.data),
-                                      latched_qos())
+                                      qos_profile(LATCHED_QOS))
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diagnostics.extend(s for s in m.status
                                                                         if s.name == "mavlink_bridge"), 10)

@@ -89,9 +89,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy  # noqa: E402
 
-from liquid_control.nodes.common import (ParameterError, ParamSpec, command_qos, declare_parameters_with_ranges,  # noqa: E402
-                                         DiagnosticsPublisher, latched_qos, make_status, sensor_qos,
-                                         stamp_to_seconds)
+from liquid_control.interfaces.topics import CMD_VEL, EPISODE_RESET, EVENTS_QOS, SENSOR_QOS  # noqa: E402
+from liquid_control.nodes.common import (ParameterError, ParamSpec, declare_parameters_with_ranges,  # noqa: E402
+                                         DiagnosticsPublisher, make_status, qos_profile, stamp_to_seconds)
 
 SPECS = [
     ParamSpec("rate_hz", 20.0, "loop rate (Hz)", 10.0, 100.0),
@@ -109,11 +109,14 @@ def context():
     rclpy.try_shutdown(context=ctx)
 
 
-def test_qos_profiles_follow_the_design():
-    sensor, command, latched = sensor_qos(), command_qos(), latched_qos()
+def test_qos_profiles_come_from_the_interface_table():
+    sensor, command, events = qos_profile(SENSOR_QOS), qos_profile(CMD_VEL), qos_profile(EVENTS_QOS, depth=3)
     assert sensor.reliability == ReliabilityPolicy.BEST_EFFORT and sensor.depth == 5
     assert command.reliability == ReliabilityPolicy.RELIABLE and command.depth == 1
-    assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL and latched.depth == 1
+    assert command.durability == DurabilityPolicy.VOLATILE
+    assert events.durability == DurabilityPolicy.TRANSIENT_LOCAL and events.depth == 3
+    with pytest.raises(ValueError, match="episode/reset is a service"):
+        qos_profile(EPISODE_RESET)
 
 
 def test_parameters_are_declared_with_descriptions_and_ranges(context):

@@ -31,3 +31,79 @@ def test_cli_rejects_unknown_command():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_every_help_runs_as_a_real_process_without_a_traceback(repo_root):
+    """`liquid-control --help` and `liquid-control COMMAND --help` for every command, as a user types them."""
+    import os
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("liquid-control")
+    command = [str(script)] if script.exists() else [shutil.which("liquid-control")]
+    assert command[0], "the liquid-control console script is not installed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
+
+    def run_help(args: list[str]) -> tuple[list[str], subprocess.CompletedProcess]:
+        return args, subprocess.run(command + args, capture_output=True, text=True, env=env, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run_help, [["--help"]] + [[name, "--help"] for name in cli.SUBCOMMANDS]))
+    for args, proc in results:
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr[-2000:])
+        prog = " ".join(["liquid-control", *args[:-1]])
+        assert proc.stdout.startswith(f"usage: {prog}"), (args, proc.stdout[:200])
+    assert "95% interval" in results[0][1].stdout  # the help text that once crashed argparse
+
+
+def test_no_tracked_file_points_outside_the_repository(repo_root):
+    """A clone has nothing outside itself: no paths into a sibling folder, none into the machine it was made on."""
+    files = subprocess.run(["git", "ls-files"], cwd=repo_root, capture_output=True, text=True, check=True).stdout
+    needles = ("../" + "shared", "/" + "work/")  # split, so this file does not match itself
+    offenders = []
+    for name in files.splitlines():
+        path = repo_root / name
+        if not path.is_file() or path.suffix in (".safetensors", ".png", ".onnx", ".mcap"):
+            continue
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        offenders += [f"{name}: {needle}" for needle in needles if needle in text]
+    assert not offenders, offenders
+
+
+ROS_MODULES = ("rclpy", "rcl_interfaces", "std_srvs", "launch", "launch_ros")  # ament_index (paths.py) is no runtime
+# Known imports against the layering, fixed on other branches this round (file, module): drop them once fixed.
+KNOWN_UPWARD_IMPORTS = {("liquid_control/learning/evaluate.py", "liquid_control.commands.expert")}
+
+
+def imported_modules(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_imports_go_down_the_layers(repo_root):
+    """Cores import no ROS; only commands/ and cli.py import commands/; only nodes/ and commands/ import nodes/
+    (docs/DESIGN.md "Layout")."""
+    package = repo_root / "liquid_control"
+    upward, known = [], set()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(repo_root).as_posix()
+        layer = path.relative_to(package).parts[0]
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            is_ros = top in ROS_MODULES or top.endswith("_msgs")
+            if (relative, module) in KNOWN_UPWARD_IMPORTS:
+                known.add((relative, module))
+            elif is_ros and layer not in ("nodes", "commands"):
+                upward.append(f"{relative}: {module} (a core imports ROS)")
+            elif module.startswith("liquid_control.commands") and layer not in ("commands", "cli.py"):
+                upward.append(f"{relative}: {module} (a command imported from below)")
+            elif module.startswith("liquid_control.nodes") and layer not in ("nodes", "commands"):
+                upward.append(f"{relative}: {module} (a node imported from a core)")
+    assert not upward, upward
+    assert known == KNOWN_UPWARD_IMPORTS, f"fixed, remove from KNOWN_UPWARD_IMPORTS: {KNOWN_UPWARD_IMPORTS - known}"

@@ -130,7 +130,7 @@ def test_bad_configs_and_inputs_raise():
         PolicyConfig(kind="rnn")
     with pytest.raises(ValueError, match="cfc_mode"):
         PolicyConfig(cfc_mode="fast")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key"):
         PolicyConfig.from_dict({"kind": "cfc", "colour": "red"})
     with pytest.raises(ValueError, match="feature_size"):
         PolicyModel(dataclasses.replace(PolicyModel().config, feature_size=16))

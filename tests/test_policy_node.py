@@ -156,7 +156,8 @@ def harness():
 
 def start_policy(harness, model, **params):
     from geometry_msgs.msg import TwistStamped
-    from liquid_control.nodes.common import command_qos, sensor_qos
+    from liquid_control.interfaces.topics import COMMAND_QOS, SENSOR_QOS
+    from liquid_control.nodes.common import qos_profile
     from liquid_control.nodes.policy_node import PolicyNode
     from node_helpers import overrides
     from diagnostic_msgs.msg import DiagnosticArray
@@ -166,9 +167,9 @@ def start_policy(harness, model, **params):
         model_path=str(model), backend="torch", **params)))
     probe = harness.node("policy_probe")
     got = {"cmd": [], "diag": []}
-    probe.create_subscription(TwistStamped, "cmd_vel", got["cmd"].append, command_qos())
+    probe.create_subscription(TwistStamped, "cmd_vel", got["cmd"].append, qos_profile(COMMAND_QOS))
     probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
-    publisher = probe.create_publisher(Image, "features", sensor_qos(1))
+    publisher = probe.create_publisher(Image, "features", qos_profile(SENSOR_QOS, 1))
     harness.spin_until(lambda: publisher.get_subscription_count() > 0 and probe.count_publishers("cmd_vel") > 0,
                        10.0, "policy node discovery")
     return node, probe, publisher, got
@@ -176,7 +177,7 @@ def start_policy(harness, model, **params):
 
 def features_message(values: np.ndarray, stamp_s: float):
     from sensor_msgs.msg import Image
-    from liquid_control.feature_codec import features_to_payload
+    from liquid_control.interfaces.codec import features_to_payload
 
     height, width, encoding, step, bigendian, data = features_to_payload(values)
     msg = Image(height=height, width=width, encoding=encoding, step=step, is_bigendian=bigendian, data=data)

@@ -107,8 +107,9 @@ def test_sim_node_publishes_clock_camera_odom_status_and_follows_cmd_vel(harness
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
-    from liquid_control.nodes.common import command_qos, sensor_qos, stamp_to_seconds
-    from liquid_control.nodes.sim_node import STATUS_QOS, SimNode
+    from liquid_control.interfaces.topics import COMMAND_QOS, EVENTS_QOS, SENSOR_QOS
+    from liquid_control.nodes.common import qos_profile, stamp_to_seconds
+    from liquid_control.nodes.sim_node import SimNode
     from node_helpers import overrides
 
     sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
@@ -117,12 +118,12 @@ def test_sim_node_publishes_clock_camera_odom_status_and_follows_cmd_vel(harness
     probe = harness.node("sim_probe")
     got = {k: [] for k in ("clock", "image", "info", "odom", "status")}
     probe.create_subscription(Clock, "/clock", got["clock"].append, 100)
-    probe.create_subscription(Image, "camera/image_raw", got["image"].append, sensor_qos(100))
-    probe.create_subscription(CameraInfo, "camera/camera_info", got["info"].append, sensor_qos(100))
-    probe.create_subscription(Odometry, "odom", got["odom"].append, sensor_qos(100))
+    probe.create_subscription(Image, "camera/image_raw", got["image"].append, qos_profile(SENSOR_QOS, 100))
+    probe.create_subscription(CameraInfo, "camera/camera_info", got["info"].append, qos_profile(SENSOR_QOS, 100))
+    probe.create_subscription(Odometry, "odom", got["odom"].append, qos_profile(SENSOR_QOS, 100))
     probe.create_subscription(String, "episode/status", lambda m: got["status"].append(json.loads(m.data)),
-                              STATUS_QOS)
-    cmd = probe.create_publisher(TwistStamped, "cmd_vel", command_qos())
+                              qos_profile(EVENTS_QOS))
+    cmd = probe.create_publisher(TwistStamped, "cmd_vel", qos_profile(COMMAND_QOS))
     client = probe.create_client(Trigger, "episode/reset")
     assert client.wait_for_service(timeout_sec=10.0)
     harness.spin_until(lambda: len(got["clock"]) > 5, 10.0, "/clock while idle")
@@ -163,7 +164,8 @@ def test_sim_node_publishes_clock_camera_odom_status_and_follows_cmd_vel(harness
 def test_sim_node_rejects_commands_in_the_wrong_frame_and_bad_parameters(harness):
     from geometry_msgs.msg import TwistStamped
 
-    from liquid_control.nodes.common import ParameterError, command_qos
+    from liquid_control.interfaces.topics import COMMAND_QOS
+    from liquid_control.nodes.common import ParameterError, qos_profile
     from liquid_control.nodes.sim_node import SimNode
     from node_helpers import overrides
 
@@ -174,7 +176,7 @@ def test_sim_node_rejects_commands_in_the_wrong_frame_and_bad_parameters(harness
     sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
         camera_width=32, camera_height=24, real_time_factor=1.0)))
     probe = harness.node("sim_probe2")
-    cmd = probe.create_publisher(TwistStamped, "cmd_vel", command_qos())
+    cmd = probe.create_publisher(TwistStamped, "cmd_vel", qos_profile(COMMAND_QOS))
     harness.spin_until(lambda: cmd.get_subscription_count() > 0, 10.0, "sim subscription")
     msg = TwistStamped()
     msg.header.frame_id = "map"
@@ -189,14 +191,16 @@ def test_sim_node_reset_uses_the_scenario_and_seed_parameters(harness):
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
-    from liquid_control.nodes.sim_node import STATUS_QOS, SimNode
+    from liquid_control.interfaces.topics import EVENTS_QOS
+    from liquid_control.nodes.common import qos_profile
+    from liquid_control.nodes.sim_node import SimNode
     from node_helpers import overrides
 
     sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
         camera_width=32, camera_height=24, real_time_factor=0.0, autostart=False)))
     probe = harness.node("sim_probe3")
     status = []
-    probe.create_subscription(String, "episode/status", lambda m: status.append(json.loads(m.data)), STATUS_QOS)
+    probe.create_subscription(String, "episode/status", lambda m: status.append(json.loads(m.data)), qos_profile(EVENTS_QOS))
     client = probe.create_client(Trigger, "episode/reset")
     assert client.wait_for_service(timeout_sec=10.0)
 

@@ -26,10 +26,17 @@ import numpy as np
 
 from liquid_control.bags import BagError
 from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos, standard_typestore
+from liquid_control.interfaces.topics import CAMERA_IMAGE, CMD_VEL, ODOM, Interface
 
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMMAND_TYPE = "geometry_msgs/msg/TwistStamped"
-ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+IMAGE_TYPE = CAMERA_IMAGE.type
+COMMAND_TYPE = CMD_VEL.type
+ODOMETRY_TYPE = ODOM.type
+
+
+def qos_metadata(interface: Interface) -> dict:
+    """The bag metadata's offered QoS of a table topic."""
+    qos = interface.qos
+    return default_qos(qos.reliability, depth=qos.depth, durability=qos.durability)
 
 
 @dataclass
@@ -41,9 +48,9 @@ class EpisodeBagConfig:
         be run again, and one sync per second per worker is wasted time there.
     """
 
-    image_topic: str = "/camera/image_raw"
-    command_topic: str = "/cmd_vel"
-    odometry_topic: str = "/odom"
+    image_topic: str = CAMERA_IMAGE.absolute
+    command_topic: str = CMD_VEL.absolute
+    odometry_topic: str = ODOM.absolute
     camera_frame_id: str = "camera_optical_frame"
     base_frame_id: str = "base_link"
     odom_frame_id: str = "odom"
@@ -77,10 +84,10 @@ class EpisodeBagRecorder:
         self._types = store.types
         self._serialize = store.serialize_cdr
         self.writer = BagWriter(path, BagWriterConfig(compression=self.config.compression, fsync=self.config.fsync))
-        # Offered QoS as the live publishers offer it (nodes/common.py: sensor_qos depth 5, command_qos).
-        self.writer.add_topic(self.config.image_topic, IMAGE_TYPE, [default_qos("best_effort", depth=5)])
-        self.writer.add_topic(self.config.command_topic, COMMAND_TYPE, [default_qos("reliable", depth=1)])
-        self.writer.add_topic(self.config.odometry_topic, ODOMETRY_TYPE, [default_qos("best_effort", depth=5)])
+        # Offered QoS as the live publishers offer it (the interface table).
+        for name, interface in ((self.config.image_topic, CAMERA_IMAGE), (self.config.command_topic, CMD_VEL),
+                                (self.config.odometry_topic, ODOM)):
+            self.writer.add_topic(name, interface.type, [qos_metadata(interface)])
 
     @property
     def bag_dir(self) -> Path:

@@ -34,6 +34,7 @@ import yaml
 from liquid_control.bags import BagError
 from liquid_control.bags.images import image_message_to_rgb
 from liquid_control.bags.writer import mcap_has_footer, repair_mcap, standard_typestore
+from liquid_control.interfaces.topics import CMD_VEL
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -145,7 +146,7 @@ class BagReader:
                 "image", IMAGE_TYPE)
             self.command_topic = self._resolve(command_topic, COMMAND_TYPES, "command") if command_topic else _pick(
                 [t for t in self.topics.values() if t.msgtype in COMMAND_TYPES and t.message_count > 0],
-                "cmd_vel", TWIST_STAMPED_TYPE)
+                CMD_VEL.name, TWIST_STAMPED_TYPE)
         except BagError:
             self.close()
             raise

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from liquid_control.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
+from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, DIAGNOSTICS, EPISODE_RESET,
+                                              EPISODE_STATUS, FEATURES, ODOM)
 from liquid_control.model_source import default_model_path
 
-RECORDED_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/features", "/cmd_vel", "/odom", "/clock",
-                   "/episode/status", "/diagnostics"]
+RECORDED_TOPICS = [t.absolute for t in (CAMERA_IMAGE, CAMERA_INFO, FEATURES, CMD_VEL, ODOM, CLOCK, EPISODE_STATUS,
+                                        DIAGNOSTICS)]
 # Topics the recorder subscribes before any publisher appears (reliable, so the first command is kept);
 # the others are subscribed with the QoS their publishers offer once discovered.
-PRE_SUBSCRIBED = ["/cmd_vel:=geometry_msgs/msg/TwistStamped", "/episode/status:=std_msgs/msg/String"]
+PRE_SUBSCRIBED = [f"{t.absolute}:={t.type}" for t in (CMD_VEL, EPISODE_STATUS)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,21 +72,18 @@ class Monitor:
         self.events: list[dict[str, Any]] = []
         self.odometry: list[tuple[float, float, float, float]] = []
         self.last_message_wall = time.monotonic()
-        self.reset_client = self.node.create_client(Trigger, "episode/reset")
+        self.reset_client = self.node.create_client(Trigger, EPISODE_RESET.name)
         self.Trigger = Trigger
 
     def follow(self) -> None:
         from nav_msgs.msg import Odometry
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
 
-        from liquid_control.nodes.common import sensor_qos
+        from liquid_control.nodes.common import qos_profile
 
-        # As the sim node's episode/status publisher (not imported: that would load PyBullet here).
-        status_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "episode/status", self.on_status, status_qos)
-        self.node.create_subscription(Odometry, "odom", self.on_odom, sensor_qos(50))
+        self.node.create_subscription(String, EPISODE_STATUS.name, self.on_status, qos_profile(EPISODE_STATUS))
+        # A deeper queue than the sim offers: the trajectory plot wants every odometry sample.
+        self.node.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, depth=50))
 
     def subscribed_by(self, node_name: str, *topics: str) -> bool:
         """Node `node_name` subscribes to every one of `topics`."""
@@ -113,7 +112,7 @@ class Monitor:
     def ready(self) -> bool:
         """Perception and policy have loaded their models (their publishers exist) and the sim serves reset."""
         node = self.node
-        return (node.count_publishers("features") > 0 and node.count_publishers("cmd_vel") > 0
+        return (node.count_publishers(FEATURES.name) > 0 and node.count_publishers(CMD_VEL.name) > 0
                 and self.reset_client.service_is_ready())
 
     def start_run(self) -> None:
@@ -225,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             graph = stack.enter_context(NodeGraph(nodes, out / "logs", use_sim_time=True))
             # The sim waits for episode/reset (autostart false): once the recorder has subscribed to what the
             # nodes publish, the bag holds each episode from its first frame.
-            recorded = ("camera/image_raw", "odom", "features", "cmd_vel") if record is not None else ()
+            recorded = [t.name for t in (CAMERA_IMAGE, ODOM, FEATURES, CMD_VEL)] if record is not None else []
             wait_for(lambda: monitor.ready() and monitor.subscribed_by("recorder", *recorded), monitor, graph,
                      args.startup_timeout_s, f"{', '.join(n.name for n in nodes)} to start")
             monitor.follow()

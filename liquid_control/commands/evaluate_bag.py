@@ -1,7 +1,7 @@
-"""`liquid-control evaluate-bag BAG --model MODEL`: replay a bag offline through perception + policy
+"""`liquid-control evaluate-bag BAG [--model MODEL]`: replay a bag offline through perception + policy
 and compare the policy's commands with the recorded ones (JSON report + plot).
 
-    liquid-control evaluate-bag BAG --model model.safetensors [-o OUT] [--image-topic T] [--command-topic T]
+    liquid-control evaluate-bag BAG [--model model.safetensors] [-o OUT] [--image-topic T] [--command-topic T]
     liquid-control evaluate-bag BAG --perception perception.onnx --policy policy.onnx
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="bag directory or .mcap/.db3 file")
-    parser.add_argument("--model", help="model file (.safetensors) holding both perception and policy")
+    parser.add_argument("--model", help="model file (.safetensors) holding both perception and policy (default: the "
+                                         "shipped models/default_cfc.safetensors)")
     parser.add_argument("--perception", help="perception model (.onnx or .safetensors); overrides --model's")
     parser.add_argument("--policy", help="policy model (.onnx or .safetensors); overrides --model's")
     parser.add_argument("-o", "--output", help="output directory (default: <bag>_evaluation)")
@@ -26,13 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from liquid_control.bags import BagError
     from liquid_control.bags.evaluate import EvaluationConfig, evaluate_bag, write_outputs
+    from liquid_control.model_source import default_model_path
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
-    perception_source, policy_source = args.perception or args.model, args.policy or args.model
-    if not perception_source or not policy_source:
-        print("error: give --model, or both --perception and --policy")
-        return 2
+    model = args.model or str(default_model_path())
+    perception_source, policy_source = args.perception or model, args.policy or model
     try:
         config = EvaluationConfig(args.image_topic, args.command_topic, max_match_gap_s=args.max_match_gap)
         perception = PerceptionRuntime(perception_source, backend=args.backend)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-# The node's constants, not rclpy: importing the node module would load rclpy just to build --help.
-DEFAULT_RECORDED_PREFIX = "/recorded"
-LIVE_GRAPH_TOPICS = ("/cmd_vel", "/features", "/diagnostics")
+from liquid_control.interfaces.topics import LIVE_GRAPH_TOPICS, RECORDED_PREFIX
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="start over at the end")
     parser.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO",
                         help="rename topics (overrides --recorded-prefix for those topics)")
-    parser.add_argument("--recorded-prefix", default=DEFAULT_RECORDED_PREFIX, metavar="NS",
-                        help=f"play the bag's {', '.join(LIVE_GRAPH_TOPICS)} under NS (default %(default)s), "
+    parser.add_argument("--recorded-prefix", default=RECORDED_PREFIX, metavar="NS",
+                        help=f"play the bag's {', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} under NS "
+                             "(default %(default)s), "
                              "apart from a live graph's own; '' for their recorded names")
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="play only these topics")
     parser.add_argument("--clock", action="store_true", help="publish /clock from bag time")

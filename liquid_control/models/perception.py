@@ -13,9 +13,7 @@ and ~9M multiply-accumulates at 96x128 (see `count_macs`).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -23,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liquid_control.config import ConfigBase
+
 ENCODINGS = ("rgb8", "bgr8", "mono8")
 
 
 @dataclass
-class PerceptionConfig:
+class PerceptionConfig(ConfigBase):
     """Network input size and architecture (stored in model files).
 
     Attributes:
@@ -68,18 +68,6 @@ class PerceptionConfig:
             h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
         return h, w
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["conv_channels"] = list(self.conv_channels)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PerceptionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"PerceptionConfig: unknown keys {unknown}")
-        return cls(**data)
 
 
 class FeatureExtractor(nn.Module):

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liquid_control.config import ConfigBase
+
 from .cfc import ACTIVATIONS, CfC, MODES
 from .wiring import Wiring
 
@@ -48,7 +50,7 @@ COMMAND_SIZE = len(COMMAND_AXES)
 
 
 @dataclass
-class PolicyConfig:
+class PolicyConfig(ConfigBase):
     """Everything needed to rebuild a policy (stored in model files).
 
     Attributes:
@@ -106,18 +108,6 @@ class PolicyConfig:
         if problems:
             raise ValueError("PolicyConfig: " + "; ".join(problems))
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["mlp_hidden_sizes"] = list(self.mlp_hidden_sizes)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PolicyConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"PolicyConfig: unknown keys {unknown}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------- cores

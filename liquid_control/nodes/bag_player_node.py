@@ -25,22 +25,19 @@ import time
 
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from liquid_control.bags.reader import BagReader, ReplayTiming
-from liquid_control.nodes.common import DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status
-from liquid_control.nodes.recorder_node import message_class, string_list_parameter
+from liquid_control.interfaces.topics import CLOCK, DEFAULT_QOS, LIVE_GRAPH_TOPICS, RECORDED_PREFIX
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status,
+                                         message_class, qos_profile, string_list_parameter)
 from liquid_control.timing import LoopTiming
-
-# Topics that the live perception/policy nodes (and every node's diagnostics) publish themselves.
-LIVE_GRAPH_TOPICS = ("/cmd_vel", "/features", "/diagnostics")
-DEFAULT_RECORDED_PREFIX = "/recorded"
 
 PARAMS = [
     ParamSpec("bag", "", "bag directory or .mcap/.db3 file to play"),
-    ParamSpec("recorded_prefix", DEFAULT_RECORDED_PREFIX, "namespace under which the bag's "
-              f"{', '.join(LIVE_GRAPH_TOPICS)} are played, apart from the live graph's ('': their own names)"),
+    ParamSpec("recorded_prefix", RECORDED_PREFIX, "namespace under which the bag's "
+              f"{', '.join(t.absolute for t in LIVE_GRAPH_TOPICS)} are played, apart from the live graph's "
+              "('': their own names)"),
     ParamSpec("rate", 1.0, "playback speed factor", 0.01, 100.0),
     ParamSpec("start_offset_s", 0.0, "bag seconds skipped from the first message", 0.0, 1e9),
     ParamSpec("delay_s", 0.0, "wait (s) before the first message, e.g. for subscribers to connect", 0.0, 60.0),
@@ -50,8 +47,6 @@ PARAMS = [
     ParamSpec("clock", False, "publish /clock from bag time"),
     ParamSpec("clock_rate_hz", 100.0, "/clock publishing rate (Hz)", 1.0, 1000.0),
 ]
-RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.VOLATILE)
 
 
 class BagPlayerNode(Node):
@@ -64,7 +59,7 @@ class BagPlayerNode(Node):
         prefix = self.params["recorded_prefix"].rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"parameter 'recorded_prefix': {prefix!r} must be absolute (start with '/') or empty")
-        self.remap: dict[str, str] = {topic: prefix + topic for topic in LIVE_GRAPH_TOPICS} if prefix else {}
+        self.remap: dict[str, str] = {t.absolute: prefix + t.absolute for t in LIVE_GRAPH_TOPICS} if prefix else {}
         for item in string_list_parameter(self, "remap", "topic renames, 'from:=to'"):
             source, sep, target = item.partition(":=")
             if not sep or not source or not target:
@@ -76,7 +71,7 @@ class BagPlayerNode(Node):
         for topic, info in self.reader.topics.items():
             if only and topic not in only:
                 continue
-            if self.params["clock"] and self.remap.get(topic, topic) == "/clock":
+            if self.params["clock"] and self.remap.get(topic, topic) == CLOCK.absolute:
                 self.get_logger().info(f"not playing the bag's {topic}: /clock comes from bag time (clock:=true)")
                 continue
             try:
@@ -84,12 +79,14 @@ class BagPlayerNode(Node):
             except ValueError as err:
                 self.get_logger().warning(f"not playing {topic}: {err}")
                 continue
-            self.publishers_by_topic[topic] = self.create_publisher(cls, self.remap.get(topic, topic), RELIABLE_QOS)
+            self.publishers_by_topic[topic] = self.create_publisher(cls, self.remap.get(topic, topic),
+                                                                    qos_profile(DEFAULT_QOS))
         if not self.publishers_by_topic:
             self.reader.close()
             raise ValueError(f"nothing to play in {self.params['bag']}: no topic left "
                              f"(bag topics: {', '.join(self.reader.topics) or 'none'})")
-        self.clock_publisher = self.create_publisher(Clock, "/clock", RELIABLE_QOS) if self.params["clock"] else None
+        self.clock_publisher = (self.create_publisher(Clock, CLOCK.name, qos_profile(CLOCK)) if self.params["clock"]
+                                else None)
         self.loop_timing = LoopTiming()
         self.timing_lock = threading.Lock()
         self.published = 0

@@ -1,13 +1,12 @@
 """rclpy helpers shared by every node: QoS profiles, ranged parameters, diagnostics, main().
 
-QoS follows DESIGN.md: images and features use the sensor-data profile (best
-effort, keep last, small depth) so a slow reader drops old frames instead of
-queueing them; commands use reliable, depth 1 (only the newest command matters,
-but it must not be lost on a lossy link); latched state (mode, armed) is
-reliable + transient local so late subscribers get the last value.
+Topic names and QoS come from the interface table (liquid_control.interfaces.topics);
+`qos_profile` turns a table entry into an rclpy QoSProfile.
 """
 from __future__ import annotations
 
+import gc
+import importlib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -20,27 +19,41 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-SENSOR_QOS_DEPTH = 5
+from liquid_control.interfaces.topics import DIAGNOSTICS, Interface, Qos
+
+_RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+_DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
 
 
-def sensor_qos(depth: int = SENSOR_QOS_DEPTH) -> QoSProfile:
-    """Images, features, odometry: best effort, keep last `depth`."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+def qos_profile(source: Interface | Qos, depth: int | None = None) -> QoSProfile:
+    """The rclpy QoSProfile of an interface-table topic (or of a table Qos); `depth` overrides the queue
+    depth for an endpoint that needs a longer (test probes, monitors) or shorter queue."""
+    qos = source.qos if isinstance(source, Interface) else source
+    if qos is None:
+        raise ValueError(f"{source.name} is a service: services have no QoS profile in the table")
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos.depth if depth is None else depth,
+                      reliability=_RELIABILITY[qos.reliability], durability=_DURABILITY[qos.durability])
 
 
-def command_qos() -> QoSProfile:
-    """Velocity commands: reliable, keep last 1."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+def string_list_parameter(node: Node, name: str, description: str) -> list[str]:
+    """Declare a string-array parameter whose default is empty (rclpy cannot infer [] as strings)."""
+    value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY,
+                                   ParameterDescriptor(description=description)).value
+    return list(value or [])
 
 
-def latched_qos() -> QoSProfile:
-    """Slowly changing state (vehicle mode, armed): reliable, transient local, keep last 1."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of 'pkg/msg/Type'; ValueError if that package is not installed."""
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise ValueError(f"{msgtype!r} is not a message type of the form pkg/msg/Type")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"message type {msgtype!r} is not installed: {err}") from None
 
 
 def stamp_to_seconds(stamp: Any) -> float:
@@ -243,9 +256,9 @@ def make_status(name: str, level: int, message: str, values: Mapping[str, Any] |
 class DiagnosticsPublisher:
     """Publishes DiagnosticArray on /diagnostics, stamped with the node's clock."""
 
-    def __init__(self, node: Node, topic: str = "/diagnostics") -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
-        self._publisher = node.create_publisher(DiagnosticArray, topic, 10)
+        self._publisher = node.create_publisher(DiagnosticArray, DIAGNOSTICS.name, qos_profile(DIAGNOSTICS))
 
     def publish(self, *statuses: DiagnosticStatus) -> DiagnosticArray:
         array = DiagnosticArray(status=list(statuses))
@@ -271,6 +284,15 @@ def make_executor(kind: str, context: rclpy.context.Context | None = None) -> Ex
     raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
 
 
+def freeze_start_up_objects() -> None:
+    """Move every object alive after start-up out of the garbage collector's reach (gc.freeze): imports
+    (rclpy, rosbags' type stores, torch) leave tens of thousands of long-lived objects, and a full collection
+    walking them (~70 ms for the recorder's on a loaded 2-core host) stalled callbacks at random moments,
+    e.g. shifting a recorder's receive times by ~0.1 s (tests/test_bag_player.py round trip)."""
+    gc.collect()
+    gc.freeze()
+
+
 def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """main() body for a node: init, build, spin, clean up on Ctrl-C/SIGTERM.
 
@@ -286,6 +308,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
         try:
             node = node_factory()
             executor = make_executor(getattr(node, "executor_kind", "single"))
+            freeze_start_up_objects()
         except (ValueError, OSError, RuntimeError, TypeError) as exc:
             rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")
             return 1

@@ -24,9 +24,10 @@ from std_srvs.srv import SetBool, Trigger
 from liquid_control.deploy.failsafe import Failsafe, FailsafeAction, FailsafeConfig
 from liquid_control.deploy.mavlink_link import (CommandNotAllowed, MavlinkLink, MavlinkLinkConfig,
                                                 MavlinkLinkError, VelocityCommand)
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos,
-                                         declare_parameters_with_ranges, latched_qos, make_status,
-                                         now_seconds, sensor_qos, spin_node)
+from liquid_control.interfaces.topics import (CMD_VEL, MAVLINK_ARM, MAVLINK_ARMED, MAVLINK_CONNECTED, MAVLINK_MODE,
+                                              MAVLINK_SET_OFFBOARD, ODOM)
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
+                                         make_status, now_seconds, qos_profile, spin_node)
 from liquid_control.timing import LoopTiming
 
 PARAMETERS = [
@@ -76,14 +77,14 @@ class MavlinkBridgeNode(Node):
         self.command_frames = ("", p["command_frame_id"])
         self.loop = LoopTiming(1.0 / p["setpoint_rate_hz"])
         self.decision = self.failsafe.step(now_seconds(self))
-        self.create_subscription(TwistStamped, "cmd_vel", self.on_cmd_vel, command_qos())
-        self.create_subscription(Odometry, "odom", self.on_odom, sensor_qos())
-        self.mode_pub = self.create_publisher(String, "mavlink/mode", latched_qos())
-        self.armed_pub = self.create_publisher(Bool, "mavlink/armed", latched_qos())
-        self.connected_pub = self.create_publisher(Bool, "mavlink/connected", latched_qos())
+        self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL))
+        self.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM))
+        self.mode_pub = self.create_publisher(String, MAVLINK_MODE.name, qos_profile(MAVLINK_MODE))
+        self.armed_pub = self.create_publisher(Bool, MAVLINK_ARMED.name, qos_profile(MAVLINK_ARMED))
+        self.connected_pub = self.create_publisher(Bool, MAVLINK_CONNECTED.name, qos_profile(MAVLINK_CONNECTED))
         self.diagnostics = DiagnosticsPublisher(self)
-        self.create_service(SetBool, "mavlink/arm", self.on_arm)
-        self.create_service(Trigger, "mavlink/set_offboard", self.on_set_offboard)
+        self.create_service(SetBool, MAVLINK_ARM.name, self.on_arm)
+        self.create_service(Trigger, MAVLINK_SET_OFFBOARD.name, self.on_set_offboard)
         self.create_timer(1.0 / p["setpoint_rate_hz"], self.on_setpoint_timer)
         self.create_timer(1.0 / p["heartbeat_rate_hz"], self.send_heartbeat)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)

@@ -21,13 +21,12 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from liquid_control.bags import BagError
-from liquid_control.bags.images import decode_compressed_image
-from liquid_control.feature_codec import features_to_payload, image_view
+from liquid_control.interfaces.codec import compressed_image_to_rgb, features_to_payload, raw_image_view
+from liquid_control.interfaces.topics import CAMERA_COMPRESSED, CAMERA_IMAGE, FEATURES
 from liquid_control.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
-                                         now_seconds, scheduling_parameters, sensor_qos, spin_node,
+                                         now_seconds, qos_profile, scheduling_parameters, spin_node,
                                          stamp_to_seconds)
 from liquid_control.runtime import PerceptionRuntime
 from liquid_control.timing import RateMeter
@@ -59,11 +58,12 @@ class PerceptionNode(Node):
         self.last_bad_s = -float("inf")
         self.newest_bad = False
         self.newest_stamp_s = -float("inf")
-        self.publisher = self.create_publisher(Image, "features", sensor_qos(1))
+        self.publisher = self.create_publisher(Image, FEATURES.name, qos_profile(FEATURES))
         if p["input"] == "raw":
-            self.create_subscription(Image, "camera/image_raw", self.on_image, sensor_qos(1))
+            self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image, qos_profile(CAMERA_IMAGE, depth=1))
         else:
-            self.create_subscription(CompressedImage, "camera/image_raw/compressed", self.on_image, sensor_qos(1))
+            self.create_subscription(CompressedImage, CAMERA_COMPRESSED.name, self.on_image,
+                                     qos_profile(CAMERA_COMPRESSED, depth=1))
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
         self.scheduling = configure_scheduling(self, p)
@@ -72,12 +72,11 @@ class PerceptionNode(Node):
                                f"{self.runtime.feature_size} features from {p['input']} images")
 
     def decode(self, msg) -> tuple[np.ndarray, str]:
-        """(uint8 image, encoding for preprocess); ValueError/BagError for a bad message."""
+        """(uint8 image, encoding for preprocess); ValueError for a bad message."""
         if isinstance(msg, CompressedImage):
-            image, _ = decode_compressed_image(msg.format, msg.data)
+            image, _ = compressed_image_to_rgb(msg.format, msg.data)
             return image, "rgb8"
-        view = image_view(msg.width, msg.height, msg.encoding, msg.step, msg.data)
-        return view, msg.encoding
+        return raw_image_view(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 
     def on_image(self, msg) -> None:
         started = time.perf_counter()
@@ -94,7 +93,7 @@ class PerceptionNode(Node):
         try:
             image, encoding = self.decode(msg)
             features = self.runtime.features(image, encoding)
-        except (ValueError, BagError) as error:
+        except ValueError as error:
             self.counts["bad_frames"] += 1
             self.newest_bad, self.last_bad_s, self.last_error = True, now, str(error)
             self.get_logger().error(f"bad image rejected: {error}", throttle_duration_sec=1.0)

@@ -38,11 +38,12 @@ try:
 except ImportError:  # older rclpy: lateness against previous tick + period
     TimerInfo = None
 
-from liquid_control.feature_codec import features_from_payload
+from liquid_control.interfaces.codec import features_from_payload
+from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_RESET
 from liquid_control.model_source import load_runtime, runtime_options
-from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos,
+from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, qos_profile,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
-                                         make_status, now_seconds, scheduling_parameters, sensor_qos,
+                                         make_status, now_seconds, scheduling_parameters,
                                          spin_node, stamp_to_seconds)
 from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
 from liquid_control.runtime import PolicyRuntime
@@ -101,9 +102,9 @@ class PolicyNode(Node):
         self.last_error = ""
         self.last_expected_s = None
         self.result = None
-        self.publisher = self.create_publisher(TwistStamped, "cmd_vel", command_qos())
-        self.create_subscription(Image, "features", self.on_features, sensor_qos(1))
-        self.create_service(Trigger, "policy/reset", self.on_reset)
+        self.publisher = self.create_publisher(TwistStamped, CMD_VEL.name, qos_profile(CMD_VEL))
+        self.create_subscription(Image, FEATURES.name, self.on_features, qos_profile(FEATURES))
+        self.create_service(Trigger, POLICY_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
         self.diagnostics_period_s = 1.0 / p["diagnostics_rate_hz"]
         self.next_diagnostics_s = None  # node-clock seconds; the first tick publishes

@@ -21,7 +21,6 @@ Ctrl-C / SIGTERM close the bag properly.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from liquid_control.bags import BagError
 from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos, message_definition
-from liquid_control.nodes.common import DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status,
+                                         message_class, string_list_parameter)
 
 IGNORED_WHEN_RECORDING_ALL = ("/rosout", "/parameter_events")
 # An unneeded subscription is destroyed this long (s) after the kept one has matched every
@@ -53,26 +53,6 @@ PARAMS = [
     ParamSpec("queue_depth", 100, "subscription queue depth (messages)", 1, 10000),
     ParamSpec("max_duration_s", 0.0, "stop recording after this many seconds (0: until shut down)", 0.0, 1e9),
 ]
-
-
-def string_list_parameter(node: Node, name: str, description: str) -> list[str]:
-    """Declare a string-array parameter whose default is empty (rclpy cannot infer [] as strings)."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY,
-                                   ParameterDescriptor(description=description)).value
-    return list(value or [])
-
-
-def message_class(msgtype: str) -> Any:
-    """The rclpy message class of 'pkg/msg/Type'; ValueError if that package is not installed."""
-    parts = msgtype.split("/")
-    if len(parts) != 3 or parts[1] != "msg":
-        raise ValueError(f"{msgtype!r} is not a message type of the form pkg/msg/Type")
-    try:
-        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"message type {msgtype!r} is not installed: {err}") from None
 
 
 def _qos_dict(profile: QoSProfile) -> dict[str, Any]:
@@ -207,12 +187,13 @@ class RecorderNode(Node):
             self.get_logger().warning(f"not recording {topic}: {err}")
             return
         self.counts[topic] = 0
-        entry = self.subscriptions_by_topic[topic] = RecordedTopic(msgtype, cls, provisional=not publishers)
+        entry = RecordedTopic(msgtype, cls, provisional=not publishers)
         # No publisher yet (pre-configured type): reliable, which a reliable publisher serves from its first
         # message (its history covers the discovery gap); a best-effort one gets its own subscription when it
         # appears. Not both at once from the start: measured here, a best-effort twin then recorded a reliable
         # publisher's messages 5.. before the reliable subscription's resent 0..4 (out of order).
         self.add_subscription(topic, entry, offered_qos(publishers, self.params["queue_depth"]))
+        self.subscriptions_by_topic[topic] = entry  # listed with its subscription: other threads may read it
         self.get_logger().info(f"recording {topic} [{msgtype}] ({describe(entry.qos)}"
                                f"{', until its publishers appear' if entry.provisional else ''})")
 

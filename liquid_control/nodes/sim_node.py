@@ -25,14 +25,15 @@ from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, command_qos,
-                                         declare_parameters_with_ranges, make_status, sensor_qos, spin_node)
+from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, EPISODE_RESET,
+                                              EPISODE_STATUS, ODOM)
+from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
+                                         make_status, qos_profile, spin_node)
 from liquid_control.sim_session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
 from liquid_control.simulation.scenario import load_scenario
@@ -65,8 +66,6 @@ PARAMETERS = [
     ParamSpec("status_rate_hz", 2.0, "episode/status progress rate (Hz, sim time)", 0.1, 50.0, read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz, wall time)", 0.2, 20.0, read_only=True),
 ]
-STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class SimNode(Node):
@@ -84,13 +83,13 @@ class SimNode(Node):
         self.counts = {"commands": 0, "rejected_commands": 0, "images": 0, "episodes_ended": 0}
         self.rate = RateMeter()
         self.next_status_s = 0.0
-        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", sensor_qos())
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", sensor_qos())
-        self.odom_pub = self.create_publisher(Odometry, "odom", sensor_qos())
-        self.status_pub = self.create_publisher(String, "episode/status", STATUS_QOS)
-        self.create_subscription(TwistStamped, "cmd_vel", self.on_cmd_vel, command_qos())
-        self.create_service(Trigger, "episode/reset", self.on_reset)
+        self.clock_pub = self.create_publisher(ClockMsg, CLOCK.name, qos_profile(CLOCK))
+        self.image_pub = self.create_publisher(Image, CAMERA_IMAGE.name, qos_profile(CAMERA_IMAGE))
+        self.info_pub = self.create_publisher(CameraInfo, CAMERA_INFO.name, qos_profile(CAMERA_INFO))
+        self.odom_pub = self.create_publisher(Odometry, ODOM.name, qos_profile(ODOM))
+        self.status_pub = self.create_publisher(String, EPISODE_STATUS.name, qos_profile(EPISODE_STATUS))
+        self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL))
+        self.create_service(Trigger, EPISODE_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # stepping must not wait for the clock it publishes
         rtf = p["real_time_factor"]

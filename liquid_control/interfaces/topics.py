@@ -1,0 +1,140 @@
+"""The interface table: every topic and service of the graph, in one place.
+
+Each entry has its default name (relative names resolve in the node's namespace and can
+be remapped), its message or service type, its QoS (topics), who produces it and who
+consumes it. Nodes, launch files and commands take names and QoS from here, so a name is
+written once; docs/INTERFACES.md is `render_markdown()` of this table (a test keeps it so).
+
+No ROS here (launch files, `--help` and bag tools import it): `nodes.common.qos_profile`
+turns a `Qos` into an rclpy QoSProfile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+# Node names as the graph starts them (liquid_control.graph, launch/*.launch.py).
+SIM, PERCEPTION, POLICY, BRIDGE, RECORDER, PLAYER, DEMO = (
+    "sim", "perception", "policy", "mavlink_bridge", "recorder", "bag_player", "demo")
+CAMERA_DRIVER = "camera driver"
+EVERY_NODE = "every node"
+
+
+@dataclass(frozen=True)
+class Qos:
+    """A QoS profile without rclpy: keep last `depth`, reliability and durability as rosbag2 spells them."""
+
+    label: str
+    reliability: str  # "reliable" | "best_effort"
+    durability: str  # "volatile" | "transient_local"
+    depth: int
+
+    def describe(self) -> str:
+        return f"{self.label}: {self.reliability.replace('_', ' ')}, {self.durability.replace('_', ' ')}, " \
+               f"keep last {self.depth}"
+
+
+# A slow reader drops old frames instead of queueing them.
+SENSOR_QOS = Qos("sensor data", "best_effort", "volatile", 5)
+# Perception and policy only ever process the newest frame.
+NEWEST_QOS = Qos("newest frame", "best_effort", "volatile", 1)
+# Only the newest command matters, but it must not be lost on a lossy link.
+COMMAND_QOS = Qos("command", "reliable", "volatile", 1)
+# Slowly changing state: late subscribers get the last value.
+LATCHED_QOS = Qos("latched", "reliable", "transient_local", 1)
+# Episode events: a monitor that starts late still gets the recent ones.
+EVENTS_QOS = Qos("events", "reliable", "transient_local", 50)
+# rclpy's default (a plain depth of 10).
+DEFAULT_QOS = Qos("default", "reliable", "volatile", 10)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One topic (qos set) or service (qos None)."""
+
+    name: str
+    type: str  # "pkg/msg/Type" or "pkg/srv/Type"
+    qos: Optional[Qos]
+    producers: tuple[str, ...]  # publishers, or the server of a service
+    consumers: tuple[str, ...]  # subscribers, or the callers of a service
+    notes: str
+
+    @property
+    def kind(self) -> str:
+        return "service" if self.qos is None else "topic"
+
+    @property
+    def absolute(self) -> str:
+        """The name in the root namespace ("/cmd_vel"), as bags and graph queries see it."""
+        return self.name if self.name.startswith("/") else "/" + self.name
+
+
+CAMERA_IMAGE = Interface(
+    "camera/image_raw", "sensor_msgs/msg/Image", SENSOR_QOS, (SIM, CAMERA_DRIVER, PLAYER), (PERCEPTION, RECORDER),
+    "rgb8, bgr8, mono8, rgba8 or bgra8 (interfaces.codec); header.stamp = capture time")
+CAMERA_COMPRESSED = Interface(
+    "camera/image_raw/compressed", "sensor_msgs/msg/CompressedImage", SENSOR_QOS, (CAMERA_DRIVER, PLAYER),
+    (PERCEPTION,), "jpeg or png; perception subscribes it instead of camera/image_raw with input:=compressed")
+CAMERA_INFO = Interface(
+    "camera/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR_QOS, (SIM, CAMERA_DRIVER), (RECORDER,),
+    "true intrinsics of the rendered image")
+FEATURES = Interface(
+    "features", "sensor_msgs/msg/Image", NEWEST_QOS, (PERCEPTION,), (POLICY, RECORDER),
+    "1xN 32FC1 feature vector with the source image's header (capture stamp)")
+CMD_VEL = Interface(
+    "cmd_vel", "geometry_msgs/msg/TwistStamped", COMMAND_QOS, (POLICY,), (SIM, BRIDGE, RECORDER, DEMO),
+    "heading frame, FLU (yaw-only body frame): linear x forward, y left, z up (m/s), angular z yaw rate CCW "
+    "(rad/s); frame_id base_link")
+ODOM = Interface(
+    "odom", "nav_msgs/msg/Odometry", SENSOR_QOS, (SIM, "state estimator"), (BRIDGE, DEMO, RECORDER),
+    "ground truth in sim (metrics, the expert); the bridge's geofence; never a policy input")
+CLOCK = Interface(
+    "/clock", "rosgraph_msgs/msg/Clock", DEFAULT_QOS, (SIM, PLAYER), (EVERY_NODE,),
+    "sim time (sim) or bag time (bag_player clock:=true) for nodes with use_sim_time")
+DIAGNOSTICS = Interface(
+    "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS, (EVERY_NODE,), (RECORDER,),
+    "loop rate, lateness, inference time, stale inputs, bad frames")
+EPISODE_STATUS = Interface(
+    "episode/status", "std_msgs/msg/String", EVENTS_QOS, (SIM,), (DEMO, RECORDER),
+    "JSON episode events: start, progress, end (reason, metrics), finished")
+MAVLINK_MODE = Interface(
+    "mavlink/mode", "std_msgs/msg/String", LATCHED_QOS, (BRIDGE,), (), "the autopilot's flight mode")
+MAVLINK_ARMED = Interface(
+    "mavlink/armed", "std_msgs/msg/Bool", LATCHED_QOS, (BRIDGE,), (), "the autopilot is armed")
+MAVLINK_CONNECTED = Interface(
+    "mavlink/connected", "std_msgs/msg/Bool", LATCHED_QOS, (BRIDGE,), (), "heartbeats arrive from the autopilot")
+EPISODE_RESET = Interface(
+    "episode/reset", "std_srvs/srv/Trigger", None, (SIM,), (DEMO,),
+    "restart the episodes at the current scenario and seed")
+POLICY_RESET = Interface(
+    "policy/reset", "std_srvs/srv/Trigger", None, (POLICY,), (), "reset the CfC hidden state")
+MAVLINK_ARM = Interface(
+    "mavlink/arm", "std_srvs/srv/SetBool", None, (BRIDGE,), (), "arm or disarm (only with allow_arming)")
+MAVLINK_SET_OFFBOARD = Interface(
+    "mavlink/set_offboard", "std_srvs/srv/Trigger", None, (BRIDGE,), (),
+    "switch to offboard (PX4) or guided (ArduPilot) (only with allow_mode_change)")
+
+INTERFACES: tuple[Interface, ...] = (
+    CAMERA_IMAGE, CAMERA_COMPRESSED, CAMERA_INFO, FEATURES, CMD_VEL, ODOM, CLOCK, DIAGNOSTICS, EPISODE_STATUS,
+    MAVLINK_MODE, MAVLINK_ARMED, MAVLINK_CONNECTED, EPISODE_RESET, POLICY_RESET, MAVLINK_ARM, MAVLINK_SET_OFFBOARD)
+
+# What the live perception/policy graph publishes itself: a bag's copies are replayed under this prefix
+# (bag_player recorded_prefix), so they never mix with the live ones.
+LIVE_GRAPH_TOPICS = (CMD_VEL, FEATURES, DIAGNOSTICS)
+RECORDED_PREFIX = "/recorded"
+
+
+def render_markdown() -> str:
+    """docs/INTERFACES.md: the table above as Markdown."""
+    lines = ["# Interfaces", "",
+             "Generated from `liquid_control/interfaces/topics.py` by `render_markdown()`; edit the table there "
+             "(tests/test_interfaces.py checks that this file matches it).", "",
+             "Relative names resolve in the node's namespace and can be remapped.", "",
+             "| name | kind | type | QoS | producers | consumers | notes |", "|---|---|---|---|---|---|---|"]
+    for item in INTERFACES:
+        qos = item.qos.describe() if item.qos else "-"
+        lines.append(f"| `{item.name}` | {item.kind} | `{item.type}` | {qos} | {', '.join(item.producers) or '-'} "
+                     f"| {', '.join(item.consumers) or '-'} | {item.notes} |")
+    lines += ["", f"The bag player plays a bag's {', '.join(f'`{t.absolute}`' for t in LIVE_GRAPH_TOPICS)} "
+              f"under `{RECORDED_PREFIX}` by default, so they never mix with what the live graph publishes.", ""]
+    return "\n".join(lines)
