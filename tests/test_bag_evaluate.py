@@ -10,12 +10,12 @@ import torch
 import bag_fixtures as bf
 from liquid_control import cli
 from liquid_control.bags import BagError
-from liquid_control.bags.evaluate import (EvaluationConfig, command_metrics, evaluate_bag, match_commands,
+from liquid_control.evaluation.bag import (EvaluationConfig, command_metrics, evaluate_bag, match_commands,
                                           timespans_from_stamps)
 from liquid_control.models.model_file import save_model
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
 from liquid_control.models.policy import PolicyConfig, PolicyModel
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 
 PERIOD_NS = 33_333_333  # 30 Hz, the policy's default nominal frame period
 START_NS = 1_800_000_000_000_000_000

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from liquid_control.cli import main as cli_main
-from liquid_control.learning.evaluate import PolicyController, evaluate_suites, summarise
+from liquid_control.evaluation.closed_loop import PolicyController, evaluate_suites, summarise
 from liquid_control.learning.train import build_models, load_config
 from liquid_control.models import save_model
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.simulation.drone_world import Frame
 from liquid_control.simulation.episode import Observation
 
@@ -161,7 +161,7 @@ def _report(**suites):
 
 
 def test_compare_tabulates_models_by_suite(tmp_path, capsys):
-    from liquid_control.learning.evaluate import comparison_markdown
+    from liquid_control.evaluation.closed_loop import comparison_markdown
 
     table = comparison_markdown([("A", [_report(ood_range=(50, 100)), _report(train=(90, 100))]),
                                  ("B", [_report(train=(3, 4))])])

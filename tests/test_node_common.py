@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from liquid_control.timing import LatenessWindow, LoopTiming, RateMeter, percentile
+from liquid_control.util.timing import LatenessWindow, LoopTiming, RateMeter, percentile
 
 # ---------------------------------------------------------------- timing (ROS-free)
 

@@ -3,7 +3,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from liquid_control import cli, paths
+from liquid_control import cli
+from liquid_control.util import paths
 
 
 def test_package_xml_is_format3_ament_python(repo_root):

@@ -115,7 +115,7 @@ def decode(msg) -> np.ndarray:
 
 
 def test_features_keep_the_image_stamp_and_match_the_runtime(harness, tiny_model):
-    from liquid_control.runtime import PerceptionRuntime
+    from liquid_control.inference.runtime import PerceptionRuntime
     from node_helpers import rgb_image
 
     node, publisher, got = start_perception(harness, tiny_model)
@@ -180,7 +180,7 @@ def test_older_frames_are_dropped_but_a_new_timeline_is_followed(harness, tiny_m
 def test_compressed_images_are_decoded(harness, tiny_model):
     from sensor_msgs.msg import CompressedImage
 
-    from liquid_control.runtime import PerceptionRuntime
+    from liquid_control.inference.runtime import PerceptionRuntime
     from node_helpers import rgb_image
 
     node, publisher, got = start_perception(harness, tiny_model, compressed=True)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from liquid_control.policy_loop import PolicyLoop, PolicyLoopConfig
+from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig
 
 PERIOD = 1.0 / 30.0
 
@@ -186,7 +186,7 @@ def features_message(values: np.ndarray, stamp_s: float):
 
 def test_node_steps_on_each_new_frame_with_the_runtime_answer(harness, tiny_model):
     """Distinct commands == an offline PolicyRuntime stepped on the same features with timespan 1."""
-    from liquid_control.runtime import PolicyRuntime
+    from liquid_control.inference.runtime import PolicyRuntime
 
     node, probe, publisher, got = start_policy(harness, tiny_model, rate_hz=50.0)
     rng = np.random.default_rng(1)

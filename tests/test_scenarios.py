@@ -8,7 +8,7 @@ import pytest
 from liquid_control.simulation.scenario import (
     ScenarioError, list_suites, load_scenario, load_suite, sample_episode,
 )
-from liquid_control.stats import proportion, wilson_interval
+from liquid_control.evaluation.stats import proportion, wilson_interval
 
 OOD_SUITES = ["ood_appearance", "ood_lighting", "ood_distractors", "ood_range", "ood_dynamics", "ood_timing"]
 

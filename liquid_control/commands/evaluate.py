@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from liquid_control.learning.evaluate import HELD_OUT_SEED
+from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def _finite(value):
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from liquid_control.learning.evaluate import comparison_markdown
+    from liquid_control.evaluation.closed_loop import comparison_markdown
 
     models = []
     try:
@@ -85,7 +85,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.learning.evaluate import evaluate_suites
+    from liquid_control.evaluation.closed_loop import evaluate_suites
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.simulation.scenario import ScenarioError
 

@@ -24,13 +24,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from liquid_control.bags import BagError
 from liquid_control.bags.images import decode_compressed_image
 from liquid_control.feature_codec import features_to_payload, image_view
-from liquid_control.model_source import load_runtime, runtime_options
+from liquid_control.inference.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
                                          now_seconds, scheduling_parameters, sensor_qos, spin_node,
                                          stamp_to_seconds)
-from liquid_control.runtime import PerceptionRuntime
-from liquid_control.timing import RateMeter
+from liquid_control.inference.runtime import PerceptionRuntime
+from liquid_control.util.timing import RateMeter
 
 # A stamp this much older than the newest frame is a new timeline (bag loop, sim restart), not a late frame.
 TIME_JUMP_BACK_S = 1.0

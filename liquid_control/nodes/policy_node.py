@@ -5,7 +5,7 @@ sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
 frame_id `base_link`, reliable depth 1) on every timer tick and `/diagnostics`;
 serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
-The loop logic (liquid_control.policy_loop) steps the network only on a new feature
+The loop logic (liquid_control.inference.loop) steps the network only on a new feature
 frame and otherwise holds the last command; timespans come from feature stamps.
 By default (`step_on_arrival:=true`) the CfC steps and publishes as soon as the features
 arrive and the timer republishes/hovers at `rate_hz`; `step_on_arrival:=false` steps only at
@@ -39,14 +39,14 @@ except ImportError:  # older rclpy: lateness against previous tick + period
     TimerInfo = None
 
 from liquid_control.feature_codec import features_from_payload
-from liquid_control.model_source import load_runtime, runtime_options
+from liquid_control.inference.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, command_qos,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
                                          make_status, now_seconds, scheduling_parameters, sensor_qos,
                                          spin_node, stamp_to_seconds)
-from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
-from liquid_control.runtime import PolicyRuntime
-from liquid_control.timing import LatenessWindow, LoopTiming
+from liquid_control.inference.loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
+from liquid_control.inference.runtime import PolicyRuntime
+from liquid_control.util.timing import LatenessWindow, LoopTiming
 
 # step_on_arrival: a frame arriving closer than this (s) to the next tick's due time is stepped by that
 # tick instead (costs that frame < 2 ms of latency; spares the tick a late start by the step's ~0.3-2 ms).

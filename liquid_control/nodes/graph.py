@@ -29,7 +29,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from liquid_control.paths import share_path
+from liquid_control.util.paths import share_path
 
 ParameterValue = Union[bool, int, float, str, Sequence[str]]
 _PR_SET_PDEATHSIG = 1

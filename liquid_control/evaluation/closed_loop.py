@@ -46,7 +46,7 @@ class PolicyController:
         """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
         policy .onnx) is given: exported once, these load in well under a second per worker."""
         self.fixed_timespan = checked_fixed_timespan(fixed_timespan)
-        from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
+        from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
         self.perception = PerceptionRuntime(model, backend=backend)
         self.policy = PolicyRuntime(policy_source or model, backend=backend)
@@ -133,7 +133,7 @@ def _fly(job: tuple) -> dict[str, Any]:
     metrics.update(suite=suite_name, failsafe_events=controller.failsafe_events,
                    policy_steps=int(spans.size), max_timespan=float(spans.max()) if spans.size else math.nan)
     if plot_path is not None:
-        from liquid_control.commands.expert import save_plot
+        from liquid_control.evaluation.plots import save_plot
 
         Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
         save_plot(result, Path(plot_path))
@@ -143,7 +143,7 @@ def _fly(job: tuple) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reports
 def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """One report row: success with Wilson 95% interval, time to goal, final distance, failures."""
-    from liquid_control.stats import finite_mean, proportion
+    from liquid_control.evaluation.stats import finite_mean, proportion
 
     success = proportion(m["success"] for m in metrics)
     return {
@@ -257,7 +257,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
     if backend == "onnxruntime":  # export + verify once here, not once per worker
         import tempfile
 
-        from liquid_control.export import export_model_file
+        from liquid_control.inference.export import export_model_file
 
         export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
         exported = export_model_file(model, export_dir.name)

@@ -149,7 +149,7 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     image or command topic, undecodable images) and ValueError when the models
     do not fit each other.
     """
-    from liquid_control.runtime import check_pair
+    from liquid_control.inference.runtime import check_pair
 
     config = config or EvaluationConfig()
     check_pair(perception, policy)

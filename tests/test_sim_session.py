@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from liquid_control.sim_session import SimSession, SimSessionConfig
+from liquid_control.simulation.session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
 
 SMALL_CAMERA = CameraConfig(width=32, height=24)
