@@ -28,13 +28,6 @@ def tiny_model(tmp_path_factory, repo_root):
     return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", policy=policy, perception=perception)
 
 
-@pytest.fixture()
-def tiny_suite(tmp_path):
-    path = tmp_path / "tiny_eval.yaml"
-    path.write_text("scenarios:\n  - {scenario: train_fly_to_target, episodes: 2}\n")
-    return path
-
-
 def _obs(time_s, frame):
     return Observation(time_s, frame, frame, None, np.zeros(3), np.zeros(3), "fly_to_target")
 
@@ -107,16 +100,16 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
     report = evaluate_suites(tiny_model, [str(tiny_suite)], duration_s=1.0, backend="torch", progress=False,
                              plots_dir=tmp_path / "plots")
     assert len(report.episodes) == 2 and [m["seed"] for m in report.episodes] == [1_000_000, 1_000_001]
-    total = report.suites["tiny_eval"]["total"]
+    total = report.suites["tiny_suite"]["total"]
     assert total["episodes"] == 2 and total["success"]["trials"] == 2
     assert 0.0 <= total["success"]["low"] <= total["success"]["high"] <= 1.0
     assert np.isfinite(total["final_distance_m"]) and isinstance(total["crashes"], int)
     for m in report.episodes:
         assert m["policy_steps"] >= 20 and m["steps"] == 30  # the policy ran on (nearly) every 30 Hz frame
-    assert sorted(p.name for p in (tmp_path / "plots" / "tiny_eval").iterdir()) == \
+    assert sorted(p.name for p in (tmp_path / "plots" / "tiny_suite").iterdir()) == \
         ["train_fly_to_target_1000000.png", "train_fly_to_target_1000001.png"]
     table = report.markdown()
-    assert "| tiny_eval | train_fly_to_target | 2 |" in table and "| tiny_eval | **all** | 2 |" in table
+    assert "| tiny_suite | train_fly_to_target | 2 |" in table and "| tiny_suite | **all** | 2 |" in table
 
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     code = cli_main(["evaluate", "--model", str(tiny_model), "--suite", str(tiny_suite), "--episodes", "1",
@@ -124,8 +117,8 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
                      "--markdown", str(out_md), "--no-progress"])
     assert code == 0
     data = json.loads(out_json.read_text())
-    assert set(data["suites"]["tiny_eval"]) == {"total", "scenarios", "seeds"}
-    assert data["suites"]["tiny_eval"]["total"]["episodes"] == 1
+    assert set(data["suites"]["tiny_suite"]) == {"total", "scenarios", "seeds"}
+    assert data["suites"]["tiny_suite"]["total"]["episodes"] == 1
     assert "success [95% Wilson]" in out_md.read_text()
     assert "success [95% Wilson]" in capsys.readouterr().out
 
@@ -137,7 +130,7 @@ def test_evaluate_records_one_readable_bag_per_episode(tmp_path, tiny_model, tin
                      "--duration", "0.5", "--backend", "torch", "--record", str(tmp_path / "bags"), "--no-progress"])
     assert code == 0
     assert f"episode bags in {tmp_path / 'bags'}" in capsys.readouterr().out
-    (bag,) = (tmp_path / "bags" / "tiny_eval").iterdir()
+    (bag,) = (tmp_path / "bags" / "tiny_suite").iterdir()
     assert bag.name == "train_fly_to_target_1000000"
     with BagReader(bag) as reader:
         images = list(reader.images())

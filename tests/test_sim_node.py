@@ -1,0 +1,126 @@
+"""The sim node over DDS: clock, camera, odometry, status, cmd_vel, reset (SimSession: test_sim_session.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from liquid_control.simulation.camera import CameraConfig, intrinsics
+
+
+def test_sim_node_publishes_clock_camera_odom_status_and_follows_cmd_vel(harness):
+    from geometry_msgs.msg import TwistStamped
+    from nav_msgs.msg import Odometry
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from liquid_control.nodes.common import command_qos, sensor_qos, stamp_to_seconds
+    from liquid_control.nodes.sim_node import STATUS_QOS, SimNode
+    from node_helpers import overrides
+
+    sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
+        camera_width=32, camera_height=24, real_time_factor=0.0, duration_s=3.0, autostart=False,
+        command_timeout_s=0.2)))
+    probe = harness.node("sim_probe")
+    got = {k: [] for k in ("clock", "image", "info", "odom", "status")}
+    probe.create_subscription(Clock, "/clock", got["clock"].append, 100)
+    probe.create_subscription(Image, "camera/image_raw", got["image"].append, sensor_qos(100))
+    probe.create_subscription(CameraInfo, "camera/camera_info", got["info"].append, sensor_qos(100))
+    probe.create_subscription(Odometry, "odom", got["odom"].append, sensor_qos(100))
+    probe.create_subscription(String, "episode/status", lambda m: got["status"].append(json.loads(m.data)),
+                              STATUS_QOS)
+    cmd = probe.create_publisher(TwistStamped, "cmd_vel", command_qos())
+    client = probe.create_client(Trigger, "episode/reset")
+    assert client.wait_for_service(timeout_sec=10.0)
+    harness.spin_until(lambda: len(got["clock"]) > 5, 10.0, "/clock while idle")
+    assert not got["image"] and not got["odom"]  # autostart false: only the clock runs
+    future = client.call_async(Trigger.Request())
+    harness.spin_until(future.done, 10.0, "episode/reset")
+    assert future.result().success
+
+    def forward():
+        msg = TwistStamped()
+        msg.header.frame_id = "base_link"
+        msg.twist.linear.x = 0.8
+        cmd.publish(msg)
+
+    probe.create_timer(0.005, forward)  # wall time; the sim runs faster than real time
+    harness.spin_until(lambda: any(s["event"] == "end" for s in got["status"]), 60.0, "the episode to end")
+
+    clock = [stamp_to_seconds(m.clock) for m in got["clock"]]
+    assert np.all(np.diff(clock) >= 0)
+    image_stamps = [stamp_to_seconds(m.header.stamp) for m in got["image"]]
+    assert len(image_stamps) > 20 and np.all(np.diff(image_stamps) > 0)
+    assert max(image_stamps) <= max(clock) + 1e-9
+    image = got["image"][-1]
+    assert (image.encoding, image.width, image.height, image.step, len(image.data)) == ("rgb8", 32, 24, 96, 2304)
+    info = got["info"][-1]
+    np.testing.assert_allclose(np.array(info.k).reshape(3, 3), intrinsics(CameraConfig(width=32, height=24)))
+    assert {stamp_to_seconds(m.header.stamp) for m in got["info"]} <= set(image_stamps)
+    odom = got["odom"][-1]
+    assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
+    assert max(m.twist.twist.linear.x for m in got["odom"]) > 0.5  # cmd_vel reached the flight controller
+    start = next(s for s in got["status"] if s["event"] == "start")
+    end = next(s for s in got["status"] if s["event"] == "end")
+    assert start["seed"] == 0 and start["task"] == "fly_to_target" and len(start["targets"]) == 1
+    assert end["reason"] in ("success", "timeout", "crash", "left_arena") and "final_distance_m" in end
+    assert sim.counts["commands"] > 0 and sim.counts["rejected_commands"] == 0
+
+
+def test_sim_node_rejects_commands_in_the_wrong_frame_and_bad_parameters(harness):
+    from geometry_msgs.msg import TwistStamped
+
+    from liquid_control.nodes.common import ParameterError, command_qos
+    from liquid_control.nodes.sim_node import SimNode
+    from node_helpers import overrides
+
+    with pytest.raises(ParameterError, match="real_time_factor"):
+        SimNode(context=harness.context, parameter_overrides=overrides(real_time_factor=-1.0))
+    with pytest.raises(ValueError):
+        SimNode(context=harness.context, parameter_overrides=overrides(scenario="no_such_scenario"))
+    sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
+        camera_width=32, camera_height=24, real_time_factor=1.0)))
+    probe = harness.node("sim_probe2")
+    cmd = probe.create_publisher(TwistStamped, "cmd_vel", command_qos())
+    harness.spin_until(lambda: cmd.get_subscription_count() > 0, 10.0, "sim subscription")
+    msg = TwistStamped()
+    msg.header.frame_id = "map"
+    msg.twist.linear.x = 1.0
+    cmd.publish(msg)
+    harness.spin_until(lambda: sim.counts["rejected_commands"] == 1, 5.0, "rejected command")
+    assert sim.counts["commands"] == 0
+
+
+def test_sim_node_reset_uses_the_scenario_and_seed_parameters(harness):
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from liquid_control.nodes.sim_node import STATUS_QOS, SimNode
+    from node_helpers import overrides
+
+    sim = harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
+        camera_width=32, camera_height=24, real_time_factor=0.0, autostart=False)))
+    probe = harness.node("sim_probe3")
+    status = []
+    probe.create_subscription(String, "episode/status", lambda m: status.append(json.loads(m.data)), STATUS_QOS)
+    client = probe.create_client(Trigger, "episode/reset")
+    assert client.wait_for_service(timeout_sec=10.0)
+
+    def reset():
+        future = client.call_async(Trigger.Request())
+        harness.spin_until(future.done, 10.0, "episode/reset")
+        return future.result()
+
+    assert all(r.successful for r in sim.set_parameters([Parameter("scenario", value="train_chase"),
+                                                         Parameter("seed", value=7)]))
+    assert reset().success
+    harness.spin_until(lambda: any(s["event"] == "start" for s in status), 5.0, "start event")
+    start = next(s for s in status if s["event"] == "start")
+    assert (start["task"], start["seed"]) == ("chase", 7)
+    sim.set_parameters([Parameter("scenario", value="no_such_scenario")])
+    refused = reset()
+    assert not refused.success and "no_such_scenario" in refused.message
