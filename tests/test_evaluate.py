@@ -33,6 +33,7 @@ def _obs(time_s, frame):
 
 
 def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model):
+    """The deployed loop behind the sim's Controller interface (its rules in full: test_one_deploy_loop.py)."""
     controller = PolicyController(tiny_model, backend="torch")
     perception = PerceptionRuntime(tiny_model, backend="torch")
     reference = PolicyRuntime(tiny_model, backend="torch")
@@ -55,10 +56,16 @@ def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model)
     stale = controller.act(_obs(4 * PERIOD + 0.6, None))  # no image for 0.6 s: hover
     np.testing.assert_array_equal(stale, np.zeros(4))
 
+    state = controller.policy.state.copy()
     bad = controller.act(_obs(1.0, Frame(np.zeros((96, 128), np.uint8), 1.0, 9)))  # rgb8 with 2-D data
-    np.testing.assert_array_equal(bad, np.zeros(4))
-    assert controller.failsafe_events == 1
-    np.testing.assert_array_equal(controller.policy.state, np.zeros(controller.policy.state_size))  # reset
+    np.testing.assert_array_equal(bad, np.zeros(4))  # perception refused it: still stale, hover
+    assert controller.failsafe_events == 1 and controller.watchdog_trips == 1
+    np.testing.assert_array_equal(controller.policy.state, state)  # a refused frame never reaches the policy
+    back = controller.act(_obs(1.1, Frame(images[0], 1.1, 10)))  # frames are back after the stale gap
+    reference.reset()  # the loop restarts the hidden state: the past it integrated is gone
+    np.testing.assert_allclose(back, reference.step(perception.features(images[0], "rgb8"), 1.0), rtol=1e-5,
+                               atol=1e-6)
+    assert controller.timespans[-1] == 1.0
 
 
 def test_fixed_timespan_ablation_replaces_the_real_timespans(tiny_model):

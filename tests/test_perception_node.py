@@ -137,7 +137,7 @@ def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running
     short_step = image_message(image, "rgb8", (15, 0), step=100)
     for k, msg in enumerate([wrong_encoding, truncated, wrong_size, short_step]):
         send(harness, publisher, got, msg, False)
-        assert node.counts["bad_frames"] == k + 1
+        assert node.gate.counts["bad_frames"] == k + 1
     got["diag"].clear()
     harness.spin_until(lambda: any(diagnostic_values(a, "perception") for a in got["diag"]), 5.0, "diagnostics")
     level, message, values = [diagnostic_values(a, "perception") for a in got["diag"]][-1]
@@ -154,11 +154,11 @@ def test_older_frames_are_dropped_but_a_new_timeline_is_followed(harness, tiny_n
     node, publisher, got = start_perception(harness, tiny_node_model)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (20, 0)), True)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (19, 500000000)), False)
-    assert node.counts["out_of_order_frames"] == 1
+    assert node.gate.counts["out_of_order_frames"] == 1
     # Far older: a looped bag or restarted sim starts a new timeline, which is processed.
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 0)), True)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 40000000)), True)
-    assert node.counts["time_jumps_back"] == 1 and node.counts["out_of_order_frames"] == 1
+    assert node.gate.counts["time_jumps_back"] == 1 and node.gate.counts["out_of_order_frames"] == 1
 
 
 def test_compressed_images_are_decoded(harness, tiny_node_model):
@@ -178,4 +178,4 @@ def test_compressed_images_are_decoded(harness, tiny_node_model):
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(50))
     corrupt.header.stamp.sec = 31
     send(harness, publisher, got, corrupt, False)
-    assert node.counts["bad_frames"] == 1 and "corrupt" in node.last_error
+    assert node.gate.counts["bad_frames"] == 1 and "corrupt" in node.gate.last_error
