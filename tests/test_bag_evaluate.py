@@ -14,10 +14,10 @@ from liquid_control.evaluation.bag import (EvaluationConfig, command_metrics, ev
                                           replay_images)
 from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig
 from liquid_control.inference.pipeline import DeployedPipeline
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.models.model_file import save_model
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
 from liquid_control.models.policy import PolicyConfig, PolicyModel
-from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 
 PERIOD_NS = 33_333_333  # 30 Hz, the policy's default nominal frame period
 START_NS = 1_800_000_000_000_000_000

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from liquid_control.simulation.session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
+from liquid_control.simulation.session import SimSession, SimSessionConfig
 
 SMALL_CAMERA = CameraConfig(width=32, height=24)
 

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from liquid_control.nodes.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
 from liquid_control.inference.model_source import default_model_path
+from liquid_control.nodes.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
 
 RECORDED_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/features", "/cmd_vel", "/odom", "/clock",
                    "/episode/status", "/diagnostics"]

@@ -5,8 +5,8 @@
                             [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS]
     liquid-control evaluate --compare LABEL=REPORT.json[,REPORT2.json] [--compare ...] [--markdown OUT]
 
-Images -> perception -> policy -> flight controller, one step at a time through the
-deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
+Images -> perception -> policy -> flight controller through the policy node's own loop and the
+deployed runtimes, recurrent state carried (evaluation/closed_loop.py). Episode k of
 a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
 --compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite.
 """

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from liquid_control.bags import BagError
     from liquid_control.evaluation.bag import EvaluationConfig, evaluate_bag, write_outputs
-    from liquid_control.models.model_file import ModelFileError
     from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
+    from liquid_control.models.model_file import ModelFileError
 
     perception_source, policy_source = args.perception or args.model, args.policy or args.model
     if not perception_source or not policy_source:

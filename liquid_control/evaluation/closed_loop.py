@@ -45,7 +45,6 @@ class PolicyController:
         policy .onnx) is given: exported once, these load in well under a second per worker."""
         from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
-        checked_fixed_timespan(fixed_timespan)  # before loading anything
         perception = PerceptionRuntime(model, backend=backend)
         policy = PolicyRuntime(policy_source or model, backend=backend)
         check_pair(perception, policy)
@@ -63,7 +62,7 @@ class PolicyController:
                fixed_timespan: float | None) -> None:
         self.perception, self.policy = perception, policy
         self.loop_config = loop_config or PolicyLoopConfig()  # = config/policy.yaml
-        self.fixed_timespan = checked_fixed_timespan(fixed_timespan)
+        self.fixed_timespan = fixed_timespan  # (checked by PolicyLoop)
         self.reset(None)
 
     def reset(self, spec: Any) -> None:
@@ -164,6 +163,7 @@ def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
         "left_arena": sum(bool(m["left_arena"]) for m in metrics),
         "timeouts": sum(m["reason"] in ("timeout", "lost_target") for m in metrics),
         "failsafe_events": sum(int(m.get("failsafe_events", 0)) for m in metrics),
+        "watchdog_trips": sum(int(m.get("watchdog_trips", 0)) for m in metrics),
     }
 
 
