@@ -138,7 +138,8 @@ def _fly(job: tuple) -> dict[str, Any]:
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
     spans = np.asarray(controller.timespans, dtype=float)
     metrics.update(suite=suite_name, failsafe_events=controller.failsafe_events,
-                   watchdog_trips=controller.watchdog_trips, policy_steps=int(spans.size), max_timespan=float(spans.max()) if spans.size else math.nan)
+                   watchdog_trips=controller.watchdog_trips, policy_steps=int(spans.size),
+                   max_timespan=float(spans.max()) if spans.size else math.nan)
     if plot_path is not None:
         from liquid_control.evaluation.plots import save_plot
 

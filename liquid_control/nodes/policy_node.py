@@ -20,8 +20,8 @@ Timing (benchmarks/node_loop.py, docs/BENCHMARKS.md "Node loop"): /diagnostics i
 tail of a control tick (right after its command, so it never delays the next tick) rather than from a
 second timer that fires together with a control tick once a second; with step_on_arrival a frame that
 arrives less than ARRIVAL_GUARD_S before the next tick is left for that tick (PolicyLoop.frame_arrived),
-so inference never runs across a tick's due time; main() freezes the start-up objects out of the garbage collector (a full
-collection over torch/onnxruntime's objects took ~80 ms here).
+so inference never runs across a tick's due time; main() freezes the start-up objects out of the garbage
+collector (a full collection over torch/onnxruntime's objects took ~80 ms here).
 """
 # No `from __future__ import annotations`: rclpy finds the TimerInfo argument of a timer callback
 # by comparing the real annotation object.
@@ -52,8 +52,8 @@ LOOP = PolicyLoopConfig()  # the loop's defaults = config/policy.yaml (tests/tes
 PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
     ParamSpec("rate_hz", LOOP.rate_hz, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
               read_only=True),
-    ParamSpec("watchdog_timeout_s", LOOP.watchdog_timeout_s, "no new features for this long -> hover + ERROR (s)", 0.02, 10.0,
-              read_only=True),
+    ParamSpec("watchdog_timeout_s", LOOP.watchdog_timeout_s, "no new features for this long -> hover + ERROR (s)",
+              0.02, 10.0, read_only=True),
     ParamSpec("min_timespan", LOOP.min_timespan, "lower clip of the CfC timespan (nominal frame periods)", 0.0, 10.0,
               read_only=True),
     ParamSpec("max_timespan", LOOP.max_timespan, "upper clip of the CfC timespan (nominal frame periods)", 0.1, 100.0,
@@ -63,15 +63,14 @@ PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
     ParamSpec("max_yaw_rate_radps", LOOP.max_yaw_rate_radps, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
     ParamSpec("out_of_range", LOOP.out_of_range, "outputs beyond the limits: clamp per axis, or hover",
               choices=OUT_OF_RANGE_ACTIONS, read_only=True),
-    ParamSpec("step_on_arrival", LOOP.step_on_arrival, "also step the CfC and publish at once when features arrive (saves the wait "
-              "for the next tick, up to one period of latency); the timer still publishes at rate_hz; false: "
-              "step only at ticks",
-              read_only=True),
+    ParamSpec("step_on_arrival", LOOP.step_on_arrival, "also step the CfC and publish at once when features arrive "
+              "(saves the wait for the next tick, up to one period of latency); the timer still publishes at rate_hz; "
+              "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
               "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
-    ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control tick, so at most "
-              "rate_hz", 0.2, 20.0, read_only=True),
+    ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
+              "tick, so at most rate_hz", 0.2, 20.0, read_only=True),
 ]
 
 
