@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from liquid_control.simulation.camera import CameraConfig, intrinsics
+from liquid_control.simulation.camera import CameraConfig
 from liquid_control.simulation.session import SimSession, SimSessionConfig
 
 SMALL_CAMERA = CameraConfig(width=32, height=24)

@@ -30,7 +30,7 @@ import numpy as np
 
 from liquid_control.bags import BagError
 from liquid_control.bags.reader import BagReader
-from liquid_control.inference.frame_gate import TIME_JUMP_BACK_S, FrameGate
+from liquid_control.inference.frame_gate import TIME_JUMP_BACK_S
 from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig, TickResult
 from liquid_control.inference.pipeline import DeployedPipeline
 
@@ -205,7 +205,7 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     config = config or EvaluationConfig()
     check_pair(perception, policy)
     policy.reset()
-    pipeline = DeployedPipeline(perception, PolicyLoop(config.loop, policy), FrameGate())
+    pipeline = DeployedPipeline(perception, PolicyLoop(config.loop, policy))
     with BagReader(bag, image_topic=config.image_topic, command_topic=config.command_topic) as reader:
         image_topic = reader.require_image_topic()
         samples = list(reader.commands())  # BagError if the bag has no command topic

@@ -26,7 +26,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from liquid_control.inference.frame_gate import FrameGate
 from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig, checked_fixed_timespan
 from liquid_control.inference.pipeline import DeployedPipeline
 from liquid_control.simulation.episode import Observation
@@ -69,7 +68,7 @@ class PolicyController:
         """A new episode: fresh loop, gate and hidden state (the sim clock restarts)."""
         self.policy.reset()
         self.pipeline = DeployedPipeline(self.perception, PolicyLoop(self.loop_config, self.policy,
-                                                                     self.fixed_timespan), FrameGate())
+                                                                     self.fixed_timespan))
         self.timespans: list[float] = []
         self._last_seq: int | None = None
 
