@@ -108,10 +108,10 @@ def jpeg_bag(root: Path, frames: int) -> Path:
 
 
 def bench_evaluate(root: Path, frames: int) -> dict[str, float]:
-    from liquid_control.bags.evaluate import evaluate_bag
+    from liquid_control.evaluation.bag import evaluate_bag
+    from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
     from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
     from liquid_control.models.policy import PolicyConfig, PolicyModel
-    from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
     torch.manual_seed(0)
     perception, policy = FeatureExtractor(PerceptionConfig()).eval(), PolicyModel(PolicyConfig()).eval()

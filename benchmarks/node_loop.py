@@ -1,6 +1,6 @@
 """Node loop: policy node at 100 Hz with a 30 Hz 640x480 camera stream through the perception node.
 
-Both nodes run as separate processes (liquid_control.graph, config/*.yaml + overrides, wall
+Both nodes run as separate processes (liquid_control.nodes.graph, config/*.yaml + overrides, wall
 time), with a random model of the default architectures (FeatureExtractor ~51K parameters,
 CfC policy ~20K; compute does not depend on the weights). This process publishes the images
 (rgb8, stamp = publish time) and listens to cmd_vel and /diagnostics.
@@ -200,7 +200,7 @@ def main() -> int:
     print(f"policy at {args.rate_hz} Hz, {args.executor} executor, step_on_arrival {args.step_on_arrival}; {args.width}x{args.height} rgb8 at "
           f"{args.image_rate_hz} Hz; DDS profile: {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', 'default')}")
 
-    from liquid_control.graph import NodeGraph, sim_graph
+    from liquid_control.nodes.graph import NodeGraph, sim_graph
 
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:

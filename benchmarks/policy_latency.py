@@ -34,11 +34,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from liquid_control.export import policy_onnx
+from liquid_control.inference.export import policy_onnx
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig, preprocess
 from liquid_control.models.policy import PolicyConfig, PolicyModel, count_trainable, policy_for_budget
 from liquid_control.models.wiring import Wiring
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
 TARGET_STEP_US = 15.0
 TARGET_SPEEDUP = 5.0

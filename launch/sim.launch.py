@@ -7,7 +7,7 @@
 `backend` follows Crazyswarm2's launch files: `sim` runs our sim node and every node uses
 sim time (/clock from the sim); `mavlink` swaps the sim node for the MAVLink bridge and
 uses wall time. Parameters come from config/<node>.yaml; the same files drive
-`liquid_control.graph` (the `demo` command) outside ros2 launch.
+`liquid_control.nodes.graph` (the `demo` command) outside ros2 launch.
 """
 import os
 

@@ -25,3 +25,30 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def harness():
+    """An rclpy context + executor for nodes under test, torn down after the test (node_helpers.Harness)."""
+    from node_helpers import Harness
+
+    h = Harness()
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_node_model(tmp_path_factory):
+    """A random perception + dense CfC policy model file with 8 features (node plumbing, not flying)."""
+    from node_helpers import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("node_model") / "tiny.safetensors")
+
+
+@pytest.fixture()
+def tiny_suite(tmp_path):
+    """A suite file `tiny_suite.yaml`: one train scenario, two episodes."""
+    path = tmp_path / "tiny_suite.yaml"
+    path.write_text("description: one short scenario for tests\n"
+                    "scenarios:\n  - {scenario: train_fly_to_target, episodes: 2}\n")
+    return path

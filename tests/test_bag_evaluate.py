@@ -10,12 +10,14 @@ import torch
 import bag_fixtures as bf
 from liquid_control import cli
 from liquid_control.bags import BagError
-from liquid_control.bags.evaluate import (EvaluationConfig, command_metrics, evaluate_bag, match_commands,
-                                          timespans_from_stamps)
+from liquid_control.evaluation.bag import (EvaluationConfig, command_metrics, evaluate_bag, match_commands,
+                                          replay_images)
+from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig
+from liquid_control.inference.pipeline import DeployedPipeline
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.models.model_file import save_model
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
 from liquid_control.models.policy import PolicyConfig, PolicyModel
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
 PERIOD_NS = 33_333_333  # 30 Hz, the policy's default nominal frame period
 START_NS = 1_800_000_000_000_000_000
@@ -51,15 +53,19 @@ def test_evaluation_matches_a_manual_rollout(tmp_path, model_file):
     evaluation = evaluate_bag(bag, perception, policy)
 
     expected_spans = np.array([1, 1, 1, 1, 1, 2, 1, 1, 3, 1], float)
-    np.testing.assert_allclose(evaluation.timespans, expected_spans, atol=1e-6)
-    # Same runtimes stepped by hand on the images the fixtures say the bag holds (RGB).
+    # (stamps pass through float seconds, as in the node: ~1e-7 s at 1.8e9 s)
+    np.testing.assert_allclose(evaluation.timespans, expected_spans, atol=1e-4)
+    # Same runtimes stepped by hand on the images the fixtures say the bag holds (RGB), clamped as deployed.
     policy.reset()
-    manual = [policy.step(perception.features(e.expected, "rgb8"), span)
+    limits = EvaluationConfig().loop.limits
+    manual = [np.clip(policy.step(perception.features(e.expected, "rgb8"), span), -limits, limits)
               for e, span in zip([e for e in entries if e.msgtype == bf.IMAGE], expected_spans)]
-    np.testing.assert_allclose(evaluation.predicted, np.array(manual), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(evaluation.predicted, np.array(manual), rtol=1e-4, atol=1e-5)
+    assert evaluation.states == ["running"] * 10
     np.testing.assert_allclose(evaluation.recorded, [e.expected for e in entries if e.msgtype != bf.IMAGE])
     report = evaluation.report()
-    assert report["frames"] == report["matched_frames"] == 10
+    assert report["frames"] == report["matched_frames"] == 10 and report["frames_not_stepped"] == 0
+    assert report["loop"]["steps"] == 10 and report["loop"]["watchdog_trips"] == 0
     assert report["timespans"]["late_or_dropped_frames"] == 2
     assert report["metrics"]["vx"]["mae"] == pytest.approx(
         np.abs(evaluation.predicted[:, 0] - evaluation.recorded[:, 0]).mean())
@@ -88,7 +94,45 @@ def test_matching_and_timespans():
     matched = match_commands(np.array([95, 205, 1000]), np.array([100, 200, 300]), commands, max_gap_s=10e-9)
     np.testing.assert_array_equal(matched[:2], commands[:2])
     assert np.isnan(matched[2]).all()  # 700 ns from the nearest command: too far
-    np.testing.assert_allclose(timespans_from_stamps(np.array([0, 10, 30, 25]), 10e-9), [1, 1, 2, 0])
+
+
+class IndexPerception:
+    """Image whose pixels hold k -> features all k."""
+
+    feature_size = 4
+
+    def features(self, image, encoding):
+        return np.full(4, float(image[0, 0, 0]), np.float32)
+
+
+class RecordingPolicy:
+    feature_size, frame_period_s = 4, 1.0 / 30.0
+
+    def __init__(self):
+        self.calls, self.resets = [], 0
+
+    def step(self, features, timespan):
+        self.calls.append((float(features[0]), timespan))
+        return np.array([0.1, 0.0, 0.0, 0.0])
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_replay_ticks_between_images_and_follows_a_bag_that_loops_back():
+    """A 0.6 s gap trips the watchdog (hover, fresh state after); stamps jumping back 50 s start a new timeline."""
+    period_ns = 33_333_333
+    stamps = [START_NS, START_NS + period_ns, START_NS + 20 * period_ns, START_NS - 50 * 10 ** 9,
+              START_NS - 50 * 10 ** 9 + 2 * period_ns]
+    images = [(stamp, np.full((2, 2, 3), k, np.uint8), "rgb8") for k, stamp in enumerate(stamps)]
+    policy = RecordingPolicy()
+    pipeline = DeployedPipeline(IndexPerception(), PolicyLoop(PolicyLoopConfig(), policy))
+    decisions = replay_images(pipeline, images)
+    assert [d.feature_stamp_s for d in decisions] == [s * 1e-9 for s in stamps]  # every image stepped
+    assert [round(span, 3) for _, span in policy.calls] == [1.0, 1.0, 1.0, 1.0, 2.0]
+    counters = {**pipeline.loop.counters, **pipeline.gate.counts}
+    assert counters["watchdog_trips"] == 1 and counters["stamp_went_back"] == 1 and counters["time_jumps_back"] == 1
+    assert pipeline.loop.timing.summary(0.0)["iterations"] > 20  # the timer ran through the gap
 
 
 def test_cli_writes_report_and_plot(tmp_path, model_file, capsys):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from liquid_control import cli
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.models.model_file import save_model
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
 from liquid_control.models.policy import PolicyConfig, PolicyModel, count_effective, count_trainable
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
 
 @pytest.fixture(scope="module")

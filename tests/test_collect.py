@@ -10,14 +10,6 @@ from liquid_control.learning.dataset import list_shards, read_shard
 from liquid_control.simulation.scenario import load_scenario
 
 
-@pytest.fixture()
-def tiny_suite(tmp_path):
-    path = tmp_path / "tiny_suite.yaml"
-    path.write_text("description: one short scenario for tests\n"
-                    "scenarios:\n  - {scenario: train_fly_to_target, episodes: 2}\n")
-    return path
-
-
 def test_perturbed_episode_flies_noise_but_stores_expert_labels():
     scenario = load_scenario("train_fly_to_target")
     config = CollectConfig(height=12, width=16, perturbed_fraction=1.0, duration_s=1.0)

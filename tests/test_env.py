@@ -161,9 +161,9 @@ def test_cli_expert_reports_a_bad_suite(tmp_path, capsys):
 
 
 def test_every_shipped_scenario_builds_a_valid_world_configuration():
-    from liquid_control.paths import share_path
     from liquid_control.simulation.airframe import load_airframe
     from liquid_control.simulation.episode import effects_from_spec
+    from liquid_control.util.paths import share_path
 
     names = sorted(p.stem for p in share_path("sim", "scenarios").glob("*.yaml"))
     assert len(names) >= 20

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from liquid_control.cli import main as cli_main
-from liquid_control.learning.evaluate import PolicyController, evaluate_suites, summarise
+from liquid_control.evaluation.closed_loop import PolicyController, evaluate_suites, summarise
+from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.learning.train import build_models, load_config
 from liquid_control.models import save_model
-from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 from liquid_control.simulation.drone_world import Frame
 from liquid_control.simulation.episode import Observation
 
@@ -28,18 +28,12 @@ def tiny_model(tmp_path_factory, repo_root):
     return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", policy=policy, perception=perception)
 
 
-@pytest.fixture()
-def tiny_suite(tmp_path):
-    path = tmp_path / "tiny_eval.yaml"
-    path.write_text("scenarios:\n  - {scenario: train_fly_to_target, episodes: 2}\n")
-    return path
-
-
 def _obs(time_s, frame):
     return Observation(time_s, frame, frame, None, np.zeros(3), np.zeros(3), "fly_to_target")
 
 
 def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model):
+    """The deployed loop behind the sim's Controller interface (its rules in full: test_one_deploy_loop.py)."""
     controller = PolicyController(tiny_model, backend="torch")
     perception = PerceptionRuntime(tiny_model, backend="torch")
     reference = PolicyRuntime(tiny_model, backend="torch")
@@ -62,10 +56,16 @@ def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model)
     stale = controller.act(_obs(4 * PERIOD + 0.6, None))  # no image for 0.6 s: hover
     np.testing.assert_array_equal(stale, np.zeros(4))
 
+    state = controller.policy.state.copy()
     bad = controller.act(_obs(1.0, Frame(np.zeros((96, 128), np.uint8), 1.0, 9)))  # rgb8 with 2-D data
-    np.testing.assert_array_equal(bad, np.zeros(4))
-    assert controller.failsafe_events == 1
-    np.testing.assert_array_equal(controller.policy.state, np.zeros(controller.policy.state_size))  # reset
+    np.testing.assert_array_equal(bad, np.zeros(4))  # perception refused it: still stale, hover
+    assert controller.failsafe_events == 1 and controller.watchdog_trips == 1
+    np.testing.assert_array_equal(controller.policy.state, state)  # a refused frame never reaches the policy
+    back = controller.act(_obs(1.1, Frame(images[0], 1.1, 10)))  # frames are back after the stale gap
+    reference.reset()  # the loop restarts the hidden state: the past it integrated is gone
+    np.testing.assert_allclose(back, reference.step(perception.features(images[0], "rgb8"), 1.0), rtol=1e-5,
+                               atol=1e-6)
+    assert controller.timespans[-1] == 1.0
 
 
 def test_fixed_timespan_ablation_replaces_the_real_timespans(tiny_model):
@@ -107,16 +107,16 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
     report = evaluate_suites(tiny_model, [str(tiny_suite)], duration_s=1.0, backend="torch", progress=False,
                              plots_dir=tmp_path / "plots")
     assert len(report.episodes) == 2 and [m["seed"] for m in report.episodes] == [1_000_000, 1_000_001]
-    total = report.suites["tiny_eval"]["total"]
+    total = report.suites["tiny_suite"]["total"]
     assert total["episodes"] == 2 and total["success"]["trials"] == 2
     assert 0.0 <= total["success"]["low"] <= total["success"]["high"] <= 1.0
     assert np.isfinite(total["final_distance_m"]) and isinstance(total["crashes"], int)
     for m in report.episodes:
         assert m["policy_steps"] >= 20 and m["steps"] == 30  # the policy ran on (nearly) every 30 Hz frame
-    assert sorted(p.name for p in (tmp_path / "plots" / "tiny_eval").iterdir()) == \
+    assert sorted(p.name for p in (tmp_path / "plots" / "tiny_suite").iterdir()) == \
         ["train_fly_to_target_1000000.png", "train_fly_to_target_1000001.png"]
     table = report.markdown()
-    assert "| tiny_eval | train_fly_to_target | 2 |" in table and "| tiny_eval | **all** | 2 |" in table
+    assert "| tiny_suite | train_fly_to_target | 2 |" in table and "| tiny_suite | **all** | 2 |" in table
 
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     code = cli_main(["evaluate", "--model", str(tiny_model), "--suite", str(tiny_suite), "--episodes", "1",
@@ -124,8 +124,8 @@ def test_evaluate_suite_report_json_markdown_and_plots(tmp_path, tiny_model, tin
                      "--markdown", str(out_md), "--no-progress"])
     assert code == 0
     data = json.loads(out_json.read_text())
-    assert set(data["suites"]["tiny_eval"]) == {"total", "scenarios", "seeds"}
-    assert data["suites"]["tiny_eval"]["total"]["episodes"] == 1
+    assert set(data["suites"]["tiny_suite"]) == {"total", "scenarios", "seeds"}
+    assert data["suites"]["tiny_suite"]["total"]["episodes"] == 1
     assert "success [95% Wilson]" in out_md.read_text()
     assert "success [95% Wilson]" in capsys.readouterr().out
 
@@ -137,7 +137,7 @@ def test_evaluate_records_one_readable_bag_per_episode(tmp_path, tiny_model, tin
                      "--duration", "0.5", "--backend", "torch", "--record", str(tmp_path / "bags"), "--no-progress"])
     assert code == 0
     assert f"episode bags in {tmp_path / 'bags'}" in capsys.readouterr().out
-    (bag,) = (tmp_path / "bags" / "tiny_eval").iterdir()
+    (bag,) = (tmp_path / "bags" / "tiny_suite").iterdir()
     assert bag.name == "train_fly_to_target_1000000"
     with BagReader(bag) as reader:
         images = list(reader.images())
@@ -161,7 +161,7 @@ def _report(**suites):
 
 
 def test_compare_tabulates_models_by_suite(tmp_path, capsys):
-    from liquid_control.learning.evaluate import comparison_markdown
+    from liquid_control.evaluation.closed_loop import comparison_markdown
 
     table = comparison_markdown([("A", [_report(ood_range=(50, 100)), _report(train=(90, 100))]),
                                  ("B", [_report(train=(3, 4))])])

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from liquid_control import export
+from liquid_control.inference import export
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig
 from liquid_control.models.policy import PolicyConfig, PolicyModel, count_effective, count_trainable
 

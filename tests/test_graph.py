@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from liquid_control.graph import NodeExited, NodeGraph, NodeLaunch, format_parameter, node_command, sim_graph
+from liquid_control.nodes.graph import NodeExited, NodeGraph, NodeLaunch, format_parameter, node_command, sim_graph
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_graph_builders_start_what_the_launch_files_start():
     """graph.{sim,deploy,replay}_graph with every option on == the executables of launch/*.launch.py."""
     import ast
 
-    from liquid_control.graph import deploy_graph, replay_graph
+    from liquid_control.nodes.graph import deploy_graph, replay_graph
 
     def launched(name: str) -> set[str]:
         tree = ast.parse((REPO / "launch" / name).read_text())
@@ -141,7 +141,7 @@ def test_stop_ends_every_process_group_even_when_a_node_ignores_sigterm(tmp_path
 
 RUNNER = textwrap.dedent("""\
     import sys, time
-    from liquid_control.graph import NodeGraph, NodeLaunch, terminate_as_interrupt
+    from liquid_control.nodes.graph import NodeGraph, NodeLaunch, terminate_as_interrupt
     nodes = [NodeLaunch("a", "sim_node"), NodeLaunch("b", "policy_node")]
     try:
         with terminate_as_interrupt(), NodeGraph(nodes, sys.argv[2], terminate_timeout_s=1.0, python=sys.argv[1]):
@@ -249,7 +249,7 @@ def test_shipped_policy_reaches_the_target_through_the_node_graph(tmp_path, monk
     its target (task success predicate). Seed 2 ends near the middle of the 0.5-1.5 m success band (0.94 m
     in the demo), where seed 0 ends at its edge (0.51 m). Skipped until that model file exists."""
     from liquid_control.commands import demo as flight_demo
-    from liquid_control.model_source import default_model_path
+    from liquid_control.inference.model_source import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip("models/default_cfc.safetensors (the trained policy) does not exist yet")

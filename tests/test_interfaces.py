@@ -13,12 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 TABLE = "liquid_control/interfaces/topics.py"
 # Literals equal to a table name that are not topic or service names (file, literal): why.
 NOT_INTERFACE_NAMES = {
-    ("liquid_control/export.py", "features"): "ONNX tensor name",
-    ("liquid_control/runtime.py", "features"): "ONNX tensor name",
+    ("liquid_control/inference/export.py", "features"): "ONNX tensor name",
+    ("liquid_control/inference/runtime.py", "features"): "ONNX tensor name",
     ("liquid_control/nodes/sim_node.py", "odom"): "TF frame id",
     ("liquid_control/bags/episode.py", "odom"): "TF frame id",
-    # graph.py is being edited on another branch; the coordinator switches deploy_graph to CMD_VEL.name.
-    ("liquid_control/graph.py", "cmd_vel"): "not yet switched",
 }
 
 

@@ -13,22 +13,6 @@ from liquid_control.interfaces.codec import features_from_payload
 pytest.importorskip("rclpy")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from node_helpers import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("perception") / "tiny.safetensors")
-
-
-@pytest.fixture
-def harness():
-    from node_helpers import Harness
-
-    h = Harness()
-    yield h
-    h.close()
-
-
 def start_perception(harness, model, compressed=False, **params):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CompressedImage, Image
@@ -77,17 +61,17 @@ def decode(msg) -> np.ndarray:
     return features_from_payload(msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian), msg.data)
 
 
-def test_features_keep_the_image_stamp_and_match_the_runtime(harness, tiny_model):
-    from liquid_control.runtime import PerceptionRuntime
+def test_features_keep_the_image_stamp_and_match_the_runtime(harness, tiny_node_model):
+    from liquid_control.inference.runtime import PerceptionRuntime
     from node_helpers import rgb_image
 
-    node, publisher, got = start_perception(harness, tiny_model)
+    node, publisher, got = start_perception(harness, tiny_node_model)
     image = rgb_image(48, 64, seed=3)
     send(harness, publisher, got, image_message(image, "rgb8"), True)
     out = got["features"][-1]
     assert (out.header.stamp.sec, out.header.stamp.nanosec) == (12, 345000000)
     assert out.header.frame_id == "camera_optical_frame"
-    expected = PerceptionRuntime(tiny_model, backend="torch").features(image, "rgb8")
+    expected = PerceptionRuntime(tiny_node_model, backend="torch").features(image, "rgb8")
     np.testing.assert_allclose(decode(out), expected, atol=1e-5)
     # The same picture as bgr8 (channels swapped) and with padded rows gives the same features.
     send(harness, publisher, got, image_message(np.ascontiguousarray(image[:, :, ::-1]), "bgr8", (12, 400000000)),
@@ -113,10 +97,10 @@ def test_features_keep_the_image_stamp_and_match_the_runtime(harness, tiny_model
     assert decode(got["features"][-1]).shape == (8,)
 
 
-def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running(harness, tiny_model):
+def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running(harness, tiny_node_model):
     from node_helpers import diagnostic_values, rgb_image
 
-    node, publisher, got = start_perception(harness, tiny_model)
+    node, publisher, got = start_perception(harness, tiny_node_model)
     image = rgb_image(48, 64)
     wrong_encoding = image_message(image, "rgb16")
     truncated = image_message(image, "rgb8", (13, 0))
@@ -126,7 +110,7 @@ def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running
     short_step = image_message(image, "rgb8", (15, 0), step=100)
     for k, msg in enumerate([wrong_encoding, truncated, wrong_size, short_step]):
         send(harness, publisher, got, msg, False)
-        assert node.counts["bad_frames"] == k + 1
+        assert node.gate.counts["bad_frames"] == k + 1
     got["diag"].clear()
     harness.spin_until(lambda: any(diagnostic_values(a, "perception") for a in got["diag"]), 5.0, "diagnostics")
     level, message, values = [diagnostic_values(a, "perception") for a in got["diag"]][-1]
@@ -137,34 +121,34 @@ def test_bad_images_are_rejected_counted_and_reported_and_the_node_keeps_running
     assert [diagnostic_values(a, "perception") for a in got["diag"]][-1][0] == 1  # recent bad frames: WARN
 
 
-def test_older_frames_are_dropped_but_a_new_timeline_is_followed(harness, tiny_model):
+def test_older_frames_are_dropped_but_a_new_timeline_is_followed(harness, tiny_node_model):
     from node_helpers import rgb_image
 
-    node, publisher, got = start_perception(harness, tiny_model)
+    node, publisher, got = start_perception(harness, tiny_node_model)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (20, 0)), True)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (19, 500000000)), False)
-    assert node.counts["out_of_order_frames"] == 1
+    assert node.gate.counts["out_of_order_frames"] == 1
     # Far older: a looped bag or restarted sim starts a new timeline, which is processed.
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 0)), True)
     send(harness, publisher, got, image_message(rgb_image(24, 32), "rgb8", (3, 40000000)), True)
-    assert node.counts["time_jumps_back"] == 1 and node.counts["out_of_order_frames"] == 1
+    assert node.gate.counts["time_jumps_back"] == 1 and node.gate.counts["out_of_order_frames"] == 1
 
 
-def test_compressed_images_are_decoded(harness, tiny_model):
+def test_compressed_images_are_decoded(harness, tiny_node_model):
     from sensor_msgs.msg import CompressedImage
 
-    from liquid_control.runtime import PerceptionRuntime
+    from liquid_control.inference.runtime import PerceptionRuntime
     from node_helpers import rgb_image
 
-    node, publisher, got = start_perception(harness, tiny_model, compressed=True)
+    node, publisher, got = start_perception(harness, tiny_node_model, compressed=True)
     image = rgb_image(48, 64, seed=5)
     ok, png = cv2.imencode(".png", image[:, :, ::-1])  # OpenCV writes BGR
     msg = CompressedImage(format="png", data=png.tobytes())
     msg.header.stamp.sec = 30
     send(harness, publisher, got, msg, True)
-    expected = PerceptionRuntime(tiny_model, backend="torch").features(image, "rgb8")
+    expected = PerceptionRuntime(tiny_node_model, backend="torch").features(image, "rgb8")
     np.testing.assert_allclose(decode(got["features"][-1]), expected, atol=1e-5)
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(50))
     corrupt.header.stamp.sec = 31
     send(harness, publisher, got, corrupt, False)
-    assert node.counts["bad_frames"] == 1 and "corrupt" in node.last_error
+    assert node.gate.counts["bad_frames"] == 1 and "corrupt" in node.gate.last_error

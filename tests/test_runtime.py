@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from liquid_control import export, runtime
+from liquid_control.inference import export, runtime
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig, preprocess
 from liquid_control.models.policy import PolicyConfig, PolicyModel
 

@@ -8,7 +8,9 @@ Modules:
   truncated MCAPs (repaired into a temporary copy), with image/command topic
   auto-detection.
 - `images`: sensor_msgs/Image and CompressedImage payloads to RGB uint8 arrays.
-- `evaluate`: perception + policy over a bag's images, compared with its recorded commands.
+- `episode`: a simulated episode straight to a bag.
+
+Offline evaluation of a policy on a bag lives in liquid_control.evaluation.bag.
 
 Nothing here imports rclpy; the ROS side lives in `liquid_control.nodes`. See docs/BAGS.md.
 """

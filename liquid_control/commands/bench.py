@@ -11,7 +11,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from liquid_control.paths import share_path
+from liquid_control.util.paths import share_path
 
 
 def available() -> dict[str, Path]:

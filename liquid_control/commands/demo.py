@@ -1,7 +1,7 @@
 """Closed-loop flight demo: the ROS graph flies fly-to-target episodes in simulation with the policy.
 
 Brings up sim + perception + policy + recorder, each node in its own process
-(liquid_control.graph, the same config/*.yaml files as launch/sim.launch.py), all on
+(liquid_control.nodes.graph, the same config/*.yaml files as launch/sim.launch.py), all on
 sim time. The sim waits (clock only) until perception and policy are up, then this
 process starts the run through the sim's `episode/reset` service and follows
 `episode/status`. At the end it prints the success table and where the MCAP bag and
@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from liquid_control.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
+from liquid_control.inference.model_source import default_model_path
 from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, DIAGNOSTICS, EPISODE_RESET,
                                               EPISODE_STATUS, FEATURES, ODOM)
-from liquid_control.model_source import default_model_path
+from liquid_control.nodes.graph import NodeExited, NodeGraph, sim_graph, terminate_as_interrupt
 
 RECORDED_TOPICS = [t.absolute for t in (CAMERA_IMAGE, CAMERA_INFO, FEATURES, CMD_VEL, ODOM, CLOCK, EPISODE_STATUS,
                                         DIAGNOSTICS)]

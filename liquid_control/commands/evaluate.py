@@ -5,8 +5,8 @@
                             [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS]
     liquid-control evaluate --compare LABEL=REPORT.json[,REPORT2.json] [--compare ...] [--markdown OUT]
 
-Images -> perception -> policy -> flight controller, one step at a time through the
-deployed runtimes with the recurrent state carried (learning/evaluate.py). Episode k of
+Images -> perception -> policy -> flight controller through the policy node's own loop and the
+deployed runtimes, recurrent state carried (evaluation/closed_loop.py). Episode k of
 a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
 --compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite.
 """
@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from liquid_control.learning.evaluate import HELD_OUT_SEED
+from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def _finite(value):
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from liquid_control.learning.evaluate import comparison_markdown
+    from liquid_control.evaluation.closed_loop import comparison_markdown
 
     models = []
     try:
@@ -85,7 +85,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.learning.evaluate import evaluate_suites
+    from liquid_control.evaluation.closed_loop import evaluate_suites
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.simulation.scenario import ScenarioError
 

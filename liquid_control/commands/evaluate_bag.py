@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from liquid_control.bags import BagError
-    from liquid_control.bags.evaluate import EvaluationConfig, evaluate_bag, write_outputs
-    from liquid_control.model_source import default_model_path
+    from liquid_control.evaluation.bag import EvaluationConfig, evaluate_bag, write_outputs
+    from liquid_control.inference.model_source import default_model_path
+    from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
     from liquid_control.models.model_file import ModelFileError
-    from liquid_control.runtime import PerceptionRuntime, PolicyRuntime
 
     model = args.model or str(default_model_path())
     perception_source, policy_source = args.perception or model, args.policy or model

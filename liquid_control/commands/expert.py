@@ -45,7 +45,7 @@ def _fly(job: tuple) -> dict[str, Any]:
 
 def summary_rows(metrics: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
     """Per-scenario and overall figures: success with Wilson 95% interval, time to goal, distance, failures."""
-    from liquid_control.stats import finite_mean, proportion
+    from liquid_control.evaluation.stats import finite_mean, proportion
 
     groups = {name: [m for m in metrics if m["scenario"] == name] for name in order}
     groups["ALL"] = list(metrics)
@@ -110,39 +110,6 @@ def save_video(frames: list, path: Path, fps: float, scale: int = 2) -> None:
     writer.release()
 
 
-def save_plot(result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    spec, m = result.spec, result.metrics
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for d in spec.distractors:
-        ax.plot(d.position[0], d.position[1], "s", color=d.colour, markersize=6, markeredgecolor="k", label=None)
-    if spec.chase_path is not None:
-        ax.plot(result.targets[:, 0], result.targets[:, 1], "--", color="tab:red", lw=1, label="target path")
-    targets = np.array(spec.targets)
-    ax.plot(targets[:, 0], targets[:, 1], "o", color=spec.target_colour, markersize=10, markeredgecolor="k",
-            label="target(s)")
-    for i, t in enumerate(targets if spec.task == "target_loop" else []):
-        ax.annotate(str(i + 1), t[:2], textcoords="offset points", xytext=(6, 6))
-    ax.plot(result.positions[:, 0], result.positions[:, 1], "-", color="tab:blue", lw=1.5, label="drone")
-    x0, y0, _ = spec.start_position
-    ax.plot(x0, y0, "^", color="tab:green", markersize=10, label="start")
-    ax.arrow(x0, y0, 0.8 * math.cos(spec.start_yaw_rad), 0.8 * math.sin(spec.start_yaw_rad), width=0.05,
-             color="tab:green")
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.set_title(f"{spec.scenario} seed {spec.seed}: {m['reason']}")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     from liquid_control.simulation.scenario import ScenarioError, load_suite
 
@@ -202,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             save_video(result.frames, args.video, fps=config.control_hz)
             print(f"saved camera video {args.video}")
         if args.plot:
+            from liquid_control.evaluation.plots import save_plot
+
             save_plot(result, args.plot)
             print(f"saved trajectory plot {args.plot}")
     return 0

@@ -35,7 +35,7 @@ AXES = ("vx", "vy", "vz", "yaw_rate")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from liquid_control.analysis.saliency import IG_BASELINES, IG_TARGETS
-    from liquid_control.learning.evaluate import HELD_OUT_SEED
+    from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
 
     parser.add_argument("--model", type=Path, required=True, help="model file (.safetensors): perception + policy")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -89,7 +89,7 @@ def frames_from_scenario(model: Path, scenario_name: str, seed: int, duration_s:
     closed-loop commands per frame)."""
     from tqdm import tqdm
 
-    from liquid_control.learning.evaluate import PolicyController
+    from liquid_control.evaluation.closed_loop import PolicyController
     from liquid_control.simulation.episode import EpisodeConfig, run_episode
     from liquid_control.simulation.scenario import load_scenario
 

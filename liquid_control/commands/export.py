@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from liquid_control.export import VERIFY_TOLERANCE
+from liquid_control.inference.export import VERIFY_TOLERANCE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.export import ExportError, export_model_file
+    from liquid_control.inference.export import ExportError, export_model_file
     from liquid_control.models.model_file import ModelFileError
 
     try:

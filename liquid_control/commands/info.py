@@ -67,7 +67,7 @@ def describe_model_file(path: Path) -> list[str]:
 def describe_onnx(path: Path) -> list[str]:
     import onnx
 
-    from liquid_control.export import load_onnx, metadata_of
+    from liquid_control.inference.export import load_onnx, metadata_of
 
     model = load_onnx(path)
     metadata = metadata_of(model, str(path))
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:24s} {version}")
     if args.model is None:
         return 0
-    from liquid_control.export import ExportError
+    from liquid_control.inference.export import ExportError
     from liquid_control.models.model_file import ModelFileError
 
     path = Path(args.model)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-# Node names as the graph starts them (liquid_control.graph, launch/*.launch.py).
+# Node names as the graph starts them (liquid_control.nodes.graph, launch/*.launch.py).
 SIM, PERCEPTION, POLICY, BRIDGE, RECORDER, PLAYER, DEMO = (
     "sim", "perception", "policy", "mavlink_bridge", "recorder", "bag_player", "demo")
 CAMERA_DRIVER = "camera driver"

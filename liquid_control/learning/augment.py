@@ -128,11 +128,11 @@ def jitter_times(times_s: np.ndarray, std_s: float, rng: np.random.Generator,
 
 def timespans(times_s: np.ndarray, frame_period_s: float, first: float = 1.0) -> np.ndarray:
     """Timespans in nominal frame periods between consecutive capture times; `first` for frame 0."""
+    from liquid_control.inference.loop import timespan
+
     times = np.asarray(times_s, dtype=np.float64)
-    if not frame_period_s > 0:
-        raise ValueError(f"frame_period_s must be > 0, got {frame_period_s}")
     spans = np.empty(times.shape, dtype=np.float32)
+    spans[1:] = timespan(np.diff(times), frame_period_s)  # unclipped (raises for a period <= 0)
     if times.size:
         spans[0] = first
-        spans[1:] = np.diff(times) / frame_period_s
     return spans

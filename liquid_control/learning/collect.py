@@ -69,7 +69,7 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
     episode_config = EpisodeConfig(render=True, keep_frames=True, duration_s=config.duration_s)
     labeller = None
     if config.policy_path is not None:
-        from liquid_control.learning.evaluate import PolicyController
+        from liquid_control.evaluation.closed_loop import PolicyController
 
         controller: Any = PolicyController(config.policy_path, backend=config.policy_backend)
         labeller = ExpertController(episode_config.camera)

@@ -31,7 +31,7 @@ from liquid_control.bags.reader import BagReader, ReplayTiming
 from liquid_control.interfaces.topics import CLOCK, DEFAULT_QOS, LIVE_GRAPH_TOPICS, RECORDED_PREFIX
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status,
                                          message_class, qos_profile, string_list_parameter)
-from liquid_control.timing import LoopTiming
+from liquid_control.util.timing import LoopTiming
 
 PARAMS = [
     ParamSpec("bag", "", "bag directory or .mcap/.db3 file to play"),

@@ -112,7 +112,7 @@ def inference_parameters(model_kind: str) -> list[ParamSpec]:
 
     `model_kind` names the ONNX export the node accepts ("perception" or "policy").
     """
-    from liquid_control.runtime import BACKENDS
+    from liquid_control.inference.runtime import BACKENDS
 
     return [
         ParamSpec("model_path", "", f"model file (.safetensors) or {model_kind} ONNX export; empty: the shipped "

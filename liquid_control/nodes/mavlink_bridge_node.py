@@ -28,7 +28,7 @@ from liquid_control.interfaces.topics import (CMD_VEL, MAVLINK_ARM, MAVLINK_ARME
                                               MAVLINK_SET_OFFBOARD, ODOM)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
                                          make_status, now_seconds, qos_profile, spin_node)
-from liquid_control.timing import LoopTiming
+from liquid_control.util.timing import LoopTiming
 
 PARAMETERS = [
     ParamSpec("connection", "udpin:0.0.0.0:14540", "MAVLink connection: udpin:/udpout:/tcp:/tcpin:HOST:PORT, "

@@ -11,28 +11,26 @@ Safety semantics: a bad image (unsupported encoding, size/step that does not mat
 the data, truncated data, non-finite features) is logged, counted and reported
 (ERROR while the newest frame is bad, WARN while bad frames are recent); the node
 keeps running and publishes nothing for that frame, so the policy's watchdog sees
-the gap. Logic: models.perception.preprocess + runtime.PerceptionRuntime.
+the gap; an image older than the newest one is dropped, unless more than TIME_JUMP_BACK_S older
+(a new timeline: bag loop, sim restart). Logic: inference.frame_gate.FrameGate (order gate, bad-frame
+window, counters) + inference.runtime.PerceptionRuntime (models.perception.preprocess + features).
 """
 import sys
 import time
-from collections import deque
 
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
+from liquid_control.inference.frame_gate import FrameGate
+from liquid_control.inference.model_source import load_runtime, runtime_options
+from liquid_control.inference.runtime import PerceptionRuntime
 from liquid_control.interfaces.codec import compressed_image_to_rgb, features_to_payload, raw_image_view
 from liquid_control.interfaces.topics import CAMERA_COMPRESSED, CAMERA_IMAGE, FEATURES
-from liquid_control.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
                                          now_seconds, qos_profile, scheduling_parameters, spin_node,
                                          stamp_to_seconds)
-from liquid_control.runtime import PerceptionRuntime
-from liquid_control.timing import RateMeter
-
-# A stamp this much older than the newest frame is a new timeline (bag loop, sim restart), not a late frame.
-TIME_JUMP_BACK_S = 1.0
 
 PARAMETERS = inference_parameters("perception") + scheduling_parameters() + [
     ParamSpec("input", "raw", "which camera stream to subscribe: raw (camera/image_raw) or compressed "
@@ -47,17 +45,9 @@ class PerceptionNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("perception", **node_kwargs)
         p = declare_parameters_with_ranges(self, PARAMETERS)
-        self.params = p
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
-        self.rate = RateMeter()
-        self.counts = {"frames_in": 0, "features_out": 0, "bad_frames": 0, "out_of_order_frames": 0,
-                       "time_jumps_back": 0}
-        self.process_ms: deque[float] = deque(maxlen=300)
-        self.last_error = ""
-        self.last_bad_s = -float("inf")
-        self.newest_bad = False
-        self.newest_stamp_s = -float("inf")
+        self.gate = FrameGate(p["bad_frame_window_s"])
         self.publisher = self.create_publisher(Image, FEATURES.name, qos_profile(FEATURES))
         if p["input"] == "raw":
             self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image, qos_profile(CAMERA_IMAGE, depth=1))
@@ -81,46 +71,26 @@ class PerceptionNode(Node):
     def on_image(self, msg) -> None:
         started = time.perf_counter()
         now = now_seconds(self)
-        self.counts["frames_in"] += 1
-        self.rate.tick(now)
-        stamp = stamp_to_seconds(msg.header.stamp)
-        if stamp < self.newest_stamp_s - TIME_JUMP_BACK_S:  # a looped bag or restarted sim: a new timeline
-            self.counts["time_jumps_back"] += 1
-        elif stamp < self.newest_stamp_s:  # an older frame overtaken by a newer one: never act on the past
-            self.counts["out_of_order_frames"] += 1
+        if not self.gate.admit(stamp_to_seconds(msg.header.stamp), now):
             return
-        self.newest_stamp_s = stamp
         try:
             image, encoding = self.decode(msg)
             features = self.runtime.features(image, encoding)
         except ValueError as error:
-            self.counts["bad_frames"] += 1
-            self.newest_bad, self.last_bad_s, self.last_error = True, now, str(error)
+            self.gate.frame_rejected(now, str(error))
             self.get_logger().error(f"bad image rejected: {error}", throttle_duration_sec=1.0)
             return
-        self.newest_bad = False
         height, width, encoding, step, bigendian, data = features_to_payload(features)
         out = Image(header=msg.header, height=height, width=width, encoding=encoding, step=step,
                     is_bigendian=bigendian, data=data)
         self.publisher.publish(out)
-        self.counts["features_out"] += 1
-        self.process_ms.append((time.perf_counter() - started) * 1e3)
+        self.gate.features_sent(time.perf_counter() - started)
 
     def publish_diagnostics(self) -> None:
         now = now_seconds(self)
-        times = sorted(self.process_ms)
-        values = {"input_rate_hz": self.rate.rate_hz(now), "backend": self.runtime.backend,
-                  "providers": ",".join(self.runtime.providers), "scheduling": self.scheduling,
-                  "process_p50_ms": times[len(times) // 2] if times else 0.0,
-                  "process_max_ms": times[-1] if times else 0.0, **self.counts, "last_error": self.last_error}
-        if self.newest_bad:
-            level, message = 2, f"newest image rejected: {self.last_error}"
-        elif now - self.last_bad_s < self.params["bad_frame_window_s"]:
-            level, message = 1, f"recent bad image: {self.last_error}"
-        elif self.counts["frames_in"] == 0:
-            level, message = 1, "waiting for images"
-        else:
-            level, message = 0, "running"
+        values = {**self.gate.values(now), "backend": self.runtime.backend,
+                  "providers": ",".join(self.runtime.providers), "scheduling": self.scheduling}
+        level, message = self.gate.status(now)
         self.diagnostics.publish(make_status("perception", level, message, values))
 
 

@@ -5,7 +5,7 @@ sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
 frame_id `base_link`, reliable depth 1) on every timer tick and `/diagnostics`;
 serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
-The loop logic (liquid_control.policy_loop) steps the network only on a new feature
+The loop logic (liquid_control.inference.loop) steps the network only on a new feature
 frame and otherwise holds the last command; timespans come from feature stamps.
 By default (`step_on_arrival:=true`) the CfC steps and publishes as soon as the features
 arrive and the timer republishes/hovers at `rate_hz`; `step_on_arrival:=false` steps only at
@@ -19,9 +19,9 @@ non-finite step -> hover; outputs beyond the limits -> clamped (or hover with
 Timing (benchmarks/node_loop.py, docs/BENCHMARKS.md "Node loop"): /diagnostics is published from the
 tail of a control tick (right after its command, so it never delays the next tick) rather than from a
 second timer that fires together with a control tick once a second; with step_on_arrival a frame that
-arrives less than ARRIVAL_GUARD_S before the next tick is left for that tick, so inference never runs
-across a tick's due time; main() freezes the start-up objects out of the garbage collector (a full
-collection over torch/onnxruntime's objects took ~80 ms here).
+arrives less than ARRIVAL_GUARD_S before the next tick is left for that tick (PolicyLoop.frame_arrived),
+so inference never runs across a tick's due time; main() freezes the start-up objects out of the garbage
+collector (a full collection over torch/onnxruntime's objects took ~80 ms here).
 """
 # No `from __future__ import annotations`: rclpy finds the TimerInfo argument of a timer callback
 # by comparing the real annotation object.
@@ -38,44 +38,40 @@ try:
 except ImportError:  # older rclpy: lateness against previous tick + period
     TimerInfo = None
 
+from liquid_control.inference.loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
+from liquid_control.inference.model_source import load_runtime, runtime_options
+from liquid_control.inference.runtime import PolicyRuntime
 from liquid_control.interfaces.codec import features_from_payload
 from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_RESET
-from liquid_control.model_source import load_runtime, runtime_options
 from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, qos_profile,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
                                          make_status, now_seconds, scheduling_parameters,
                                          spin_node, stamp_to_seconds)
-from liquid_control.policy_loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, PolicyLoopConfig
-from liquid_control.runtime import PolicyRuntime
-from liquid_control.timing import LatenessWindow, LoopTiming
 
-# step_on_arrival: a frame arriving closer than this (s) to the next tick's due time is stepped by that
-# tick instead (costs that frame < 2 ms of latency; spares the tick a late start by the step's ~0.3-2 ms).
-ARRIVAL_GUARD_S = 0.002
+LOOP = PolicyLoopConfig()  # the loop's defaults = config/policy.yaml (tests/test_policy_loop.py checks)
 
 PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
-    ParamSpec("rate_hz", 30.0, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
+    ParamSpec("rate_hz", LOOP.rate_hz, "control loop rate (Hz); the CfC steps only on new features", 1.0, 200.0,
               read_only=True),
-    ParamSpec("watchdog_timeout_s", 0.5, "no new features for this long -> hover + ERROR (s)", 0.02, 10.0,
+    ParamSpec("watchdog_timeout_s", LOOP.watchdog_timeout_s, "no new features for this long -> hover + ERROR (s)",
+              0.02, 10.0, read_only=True),
+    ParamSpec("min_timespan", LOOP.min_timespan, "lower clip of the CfC timespan (nominal frame periods)", 0.0, 10.0,
               read_only=True),
-    ParamSpec("min_timespan", 0.25, "lower clip of the CfC timespan (nominal frame periods)", 0.0, 10.0,
+    ParamSpec("max_timespan", LOOP.max_timespan, "upper clip of the CfC timespan (nominal frame periods)", 0.1, 100.0,
               read_only=True),
-    ParamSpec("max_timespan", 4.0, "upper clip of the CfC timespan (nominal frame periods)", 0.1, 100.0,
-              read_only=True),
-    ParamSpec("max_speed_xy_mps", 2.0, "limit on |vx| and |vy| (m/s)", 0.0, 20.0, read_only=True),
-    ParamSpec("max_speed_z_mps", 1.0, "limit on |vz| (m/s)", 0.0, 10.0, read_only=True),
-    ParamSpec("max_yaw_rate_radps", 1.5, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
-    ParamSpec("out_of_range", "clamp", "outputs beyond the limits: clamp per axis, or hover",
+    ParamSpec("max_speed_xy_mps", LOOP.max_speed_xy_mps, "limit on |vx| and |vy| (m/s)", 0.0, 20.0, read_only=True),
+    ParamSpec("max_speed_z_mps", LOOP.max_speed_z_mps, "limit on |vz| (m/s)", 0.0, 10.0, read_only=True),
+    ParamSpec("max_yaw_rate_radps", LOOP.max_yaw_rate_radps, "limit on |yaw rate| (rad/s)", 0.0, 6.3, read_only=True),
+    ParamSpec("out_of_range", LOOP.out_of_range, "outputs beyond the limits: clamp per axis, or hover",
               choices=OUT_OF_RANGE_ACTIONS, read_only=True),
-    ParamSpec("step_on_arrival", True, "also step the CfC and publish at once when features arrive (saves the wait "
-              "for the next tick, up to one period of latency); the timer still publishes at rate_hz; false: "
-              "step only at ticks",
-              read_only=True),
+    ParamSpec("step_on_arrival", LOOP.step_on_arrival, "also step the CfC and publish at once when features arrive "
+              "(saves the wait for the next tick, up to one period of latency); the timer still publishes at rate_hz; "
+              "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
               "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
-    ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz); published after a control tick, so at most "
-              "rate_hz", 0.2, 20.0, read_only=True),
+    ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
+              "tick, so at most rate_hz", 0.2, 20.0, read_only=True),
 ]
 
 
@@ -85,30 +81,16 @@ class PolicyNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
-        self.loop = PolicyLoop(PolicyLoopConfig(
-            frame_period_s=self.runtime.frame_period_s, min_timespan=p["min_timespan"],
-            max_timespan=p["max_timespan"], watchdog_timeout_s=p["watchdog_timeout_s"],
-            max_speed_xy_mps=p["max_speed_xy_mps"], max_speed_z_mps=p["max_speed_z_mps"],
-            max_yaw_rate_radps=p["max_yaw_rate_radps"], out_of_range=p["out_of_range"]),
-            self.runtime.step, self.runtime.reset, self.runtime.feature_size)
-        self.period_s = 1.0 / p["rate_hz"]
+        self.loop = PolicyLoop(PolicyLoopConfig.from_mapping(p), self.runtime)
         self.frame_id = p["command_frame_id"]
-        self.step_on_arrival = p["step_on_arrival"]
         self.executor_kind = p["executor"]  # read by spin_node
-        self.timing = LoopTiming(self.period_s)
-        self.inference = LatenessWindow()  # reused as a rolling p50/p99/max window (ms out)
-        self.latency = LatenessWindow()  # feature (image) stamp -> command publish
         self.bad_inputs = 0
         self.last_error = ""
-        self.last_expected_s = None
-        self.result = None
         self.publisher = self.create_publisher(TwistStamped, CMD_VEL.name, qos_profile(CMD_VEL))
         self.create_subscription(Image, FEATURES.name, self.on_features, qos_profile(FEATURES))
         self.create_service(Trigger, POLICY_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
-        self.diagnostics_period_s = 1.0 / p["diagnostics_rate_hz"]
-        self.next_diagnostics_s = None  # node-clock seconds; the first tick publishes
-        self.create_timer(self.period_s, self.on_timer)
+        self.create_timer(self.loop.config.period_s, self.on_timer)
         self.scheduling = configure_scheduling(self, p)
         self.get_logger().info(f"policy: {self.runtime.source} on {self.runtime.backend} at {p['rate_hz']} Hz, "
                                f"nominal frame period {self.runtime.frame_period_s * 1e3:.1f} ms")
@@ -123,40 +105,25 @@ class PolicyNode(Node):
             self.get_logger().error(f"bad features ignored: {error}", throttle_duration_sec=1.0)
             return
         received = self.get_clock().now()
-        self.loop.on_features(stamp_to_seconds(msg.header.stamp), features, received.nanoseconds * 1e-9)
-        if self.step_on_arrival and not self.tick_is_imminent(received.nanoseconds * 1e-9):
-            self.control(received)
-
-    def tick_is_imminent(self, now_s: float) -> bool:
-        """The next control tick is due within ARRIVAL_GUARD_S of `now_s` (or overdue): let it step."""
-        if self.last_expected_s is None:
-            return False
-        return self.last_expected_s + self.period_s - now_s < ARRIVAL_GUARD_S
+        result = self.loop.frame_arrived(stamp_to_seconds(msg.header.stamp), features, received.nanoseconds * 1e-9)
+        if result is not None:
+            self.publish(result, received)
 
     def on_timer(self, info: TimerInfo = None) -> None:
         started = self.get_clock().now()  # the command's stamp: when this control tick began
-        if info is None:
-            self.timing.tick(started.nanoseconds * 1e-9)
-        else:
-            expected = info.expected_call_time.nanoseconds * 1e-9
-            if self.last_expected_s is not None:  # rcl skips whole periods when a callback runs that late
-                missed = round((expected - self.last_expected_s) / self.period_s) - 1
-                if missed > 0:
-                    self.timing.count("missed_ticks", missed)
-            self.last_expected_s = expected
-            self.timing.tick(info.actual_call_time.nanoseconds * 1e-9, expected)
-        self.control(started)
-        # Diagnostics after the command: the slack until the next tick absorbs their ~1 ms.
         now_s = started.nanoseconds * 1e-9
-        if self.next_diagnostics_s is None or now_s >= self.next_diagnostics_s or now_s < self.next_diagnostics_s \
-                - 2 * self.diagnostics_period_s:  # (the last clause: clock jumped back, e.g. sim reset)
-            self.next_diagnostics_s = now_s + self.diagnostics_period_s
+        if info is None:
+            result = self.loop.on_timer(now_s)
+        else:
+            result = self.loop.on_timer(now_s, info.expected_call_time.nanoseconds * 1e-9,
+                                        info.actual_call_time.nanoseconds * 1e-9)
+        self.publish(result, started)
+        # Diagnostics after the command: the slack until the next tick absorbs their ~1 ms.
+        if self.loop.diagnostics_due(now_s):
             self.publish_diagnostics()
 
-    def control(self, started) -> None:
-        """Run the loop at time `started` (rclpy Time) and publish its command."""
-        result = self.loop.tick(started.nanoseconds * 1e-9)
-        self.result = result
+    def publish(self, result, started) -> None:
+        """Send `result`'s command (TwistStamped stamped `started`, rclpy Time)."""
         msg = TwistStamped()
         msg.header.stamp = started.to_msg()
         msg.header.frame_id = self.frame_id
@@ -164,8 +131,7 @@ class PolicyNode(Node):
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = vx, vy, vz, yaw_rate
         self.publisher.publish(msg)
         if result.stepped:
-            self.inference.add(result.inference_s)
-            self.latency.add(now_seconds(self) - result.feature_stamp_s)
+            self.loop.command_sent(result, now_seconds(self))
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.loop.reset_state()
@@ -173,21 +139,10 @@ class PolicyNode(Node):
         return response
 
     def publish_diagnostics(self) -> None:
-        now = now_seconds(self)
-        inference, latency = self.inference.summary(), self.latency.summary()
-        values = {**self.timing.summary(now), "inference_p50_ms": inference.p50_ms,
-                  "inference_p99_ms": inference.p99_ms, "inference_max_ms": inference.max_ms,
-                  "capture_to_command_p50_ms": latency.p50_ms, "capture_to_command_p99_ms": latency.p99_ms,
-                  "capture_to_command_max_ms": latency.max_ms, "bad_inputs": self.bad_inputs,
-                  **self.loop.counters, "backend": self.runtime.backend, "scheduling": self.scheduling,
-                  "last_error": self.last_error}
-        result = self.result
-        if result is None:
-            self.diagnostics.publish(make_status("policy", 1, "control loop not started yet", values))
-            return
-        if result.timespan == result.timespan:  # not NaN
-            values["last_timespan"] = result.timespan
-        self.diagnostics.publish(make_status("policy", result.level, result.message, values))
+        values = {**self.loop.diagnostic_values(now_seconds(self)), "bad_inputs": self.bad_inputs,
+                  "backend": self.runtime.backend, "scheduling": self.scheduling, "last_error": self.last_error}
+        level, message = self.loop.status()
+        self.diagnostics.publish(make_status("policy", level, message, values))
 
 
 def build_node_and_freeze_gc() -> PolicyNode:

@@ -15,7 +15,7 @@ Time: steps run on a steady (wall) timer at control_hz * real_time_factor;
 real_time_factor 0 steps as fast as possible. Other nodes use `use_sim_time:=true`.
 Safety semantics: no cmd_vel for `command_timeout_s` of sim time -> hover; a
 non-finite command or one in a frame other than `base_frame_id` is rejected and
-counted. Logic: liquid_control.sim_session.
+counted. Logic: liquid_control.simulation.session.
 """
 import json
 import sys
@@ -34,10 +34,10 @@ from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, 
                                               EPISODE_STATUS, ODOM)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
                                          make_status, qos_profile, spin_node)
-from liquid_control.sim_session import SimSession, SimSessionConfig
+from liquid_control.simulation.session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
 from liquid_control.simulation.scenario import load_scenario
-from liquid_control.timing import RateMeter
+from liquid_control.util.timing import RateMeter
 
 PARAMETERS = [
     ParamSpec("scenario", "train_fly_to_target", "scenario name (sim/scenarios) or YAML path; used at start "

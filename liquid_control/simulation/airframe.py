@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.paths import share_path
+from liquid_control.util.paths import share_path
 
 # +1: rotor adds positive (CCW) yaw torque to the body; -1: negative.
 YAW_TORQUE_SIGN = (-1.0, 1.0, -1.0, 1.0)

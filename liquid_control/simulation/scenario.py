@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from liquid_control.paths import share_path
+from liquid_control.util.paths import share_path
 
 TASKS = ("fly_to_target", "target_loop", "chase")
 SHAPES = ("sphere", "box", "cylinder")

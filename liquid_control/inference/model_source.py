@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liquid_control.paths import share_path
-from liquid_control.runtime import RuntimeOptions
+from liquid_control.inference.runtime import RuntimeOptions
+from liquid_control.util.paths import share_path
 
 DEFAULT_MODEL = ("models", "default_cfc.safetensors")
 PROVIDER_SHORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

@@ -29,7 +29,8 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from liquid_control.paths import share_path
+from liquid_control.interfaces.topics import CMD_VEL
+from liquid_control.util.paths import share_path
 
 ParameterValue = Union[bool, int, float, str, Sequence[str]]
 _PR_SET_PDEATHSIG = 1
@@ -227,11 +228,11 @@ def sim_graph(model_path: str = "", sim: Optional[Mapping[str, ParameterValue]] 
 
 
 def deploy_graph(model_path: str = "", connection: str = "", bridge: bool = True,
-                 cmd_vel_topic: str = "cmd_vel") -> list[NodeLaunch]:
+                 cmd_vel_topic: str = CMD_VEL.name) -> list[NodeLaunch]:
     """perception + policy (+ MAVLink bridge), wall time: launch/deploy.launch.py without ros2 launch.
     `cmd_vel_topic` renames the policy's output (e.g. /mavros/setpoint_velocity/cmd_vel, bridge=False)."""
     model = {"model_path": model_path} if model_path else {}
-    remap = {"cmd_vel": cmd_vel_topic} if cmd_vel_topic != "cmd_vel" else {}
+    remap = {CMD_VEL.name: cmd_vel_topic} if cmd_vel_topic != CMD_VEL.name else {}
     nodes = [NodeLaunch("perception", "perception_node", config_file("perception"), dict(model)),
              NodeLaunch("policy", "policy_node", config_file("policy"), dict(model), remap)]
     if bridge:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from liquid_control import export as onnx_export
+from liquid_control.inference import export as onnx_export
 
 Backend = Literal["auto", "onnxruntime", "torch"]
 BACKENDS = ("auto", "onnxruntime", "torch")

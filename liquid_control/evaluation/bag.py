@@ -1,10 +1,13 @@
-"""Offline evaluation of a policy on a bag: run perception + policy over the recorded images
+"""Offline evaluation of a policy on a bag: run the deployed pipeline over the recorded images
 as fast as possible and compare its commands with the recorded ones.
 
-Timespans come from the image header stamps (falling back to log times), divided
-by the policy's nominal frame period, exactly as the live policy node feeds them
-(DESIGN.md "Timespans"): a dropped frame gives the CfC a timespan of ~2, not 1.
-A frame whose stamp does not advance gets timespan 0.
+The images go through the perception node's logic (FrameGate + PerceptionRuntime) into the policy
+node's loop (`PolicyLoop`, config/policy.yaml's settings; inference/loop.py) on a virtual clock:
+each image arrives at its header stamp (falling back to log times) and the loop's timer ticks at
+`rate_hz` in between, so timespans (a dropped frame gives the CfC ~2, not 1; clipped to [0.25, 4]),
+out-of-order frames, the watchdog after a gap and the output clamps are exactly the node's
+(DESIGN.md "Timespans"). The command of an image is the first one the loop decided after the image
+arrived (normally the step on it; hover if it was refused or stale).
 
 Each image is paired with the recorded command nearest in time (stamps) if one
 lies within `max_match_gap_s`; images without one are counted and left out of
@@ -21,12 +24,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from liquid_control.bags import BagError
 from liquid_control.bags.reader import BagReader
+from liquid_control.inference.frame_gate import TIME_JUMP_BACK_S
+from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig, TickResult
+from liquid_control.inference.pipeline import DeployedPipeline
 
 AXES = ("vx", "vy", "vz", "yaw_rate")
 UNITS = ("m/s", "m/s", "m/s", "rad/s")
@@ -37,12 +43,14 @@ class EvaluationConfig:
     """max_match_gap_s: largest |image stamp - command stamp| (s) for a pair to count.
     sign_deadband: recorded values with |value| <= this (m/s or rad/s) carry no sign and are
     left out of the sign agreement.
+    loop: the policy loop's settings (default: config/policy.yaml's, as deployed).
     """
 
     image_topic: str | None = None
     command_topic: str | None = None
     max_match_gap_s: float = 0.1
     sign_deadband: float = 0.05
+    loop: PolicyLoopConfig = field(default_factory=PolicyLoopConfig)
 
     def __post_init__(self) -> None:
         if not (self.max_match_gap_s > 0 and math.isfinite(self.max_match_gap_s)):
@@ -60,10 +68,12 @@ class Evaluation:
     command_topic: str
     frame_period_s: float
     image_stamps_ns: np.ndarray  # (N,)
-    timespans: np.ndarray  # (N,) in nominal frame periods
-    predicted: np.ndarray  # (N, 4)
+    timespans: np.ndarray  # (N,) in nominal frame periods; NaN where the image was not stepped on
+    predicted: np.ndarray  # (N, 4) the loop's command for each image
+    states: list[str]  # (N,) the loop's state with that command: running, stale, fault, waiting
     recorded: np.ndarray  # (N, 4); NaN rows where no recorded command was near enough
     processing_s: float
+    counters: dict[str, int] = field(default_factory=dict)  # the loop's and the frame gate's
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -73,6 +83,7 @@ class Evaluation:
     def report(self) -> dict[str, Any]:
         frames = int(self.image_stamps_ns.size)
         span = self.timespans[1:] if frames > 1 else self.timespans
+        span = span[np.isfinite(span)]
         return {
             "bag": self.bag,
             "image_topic": self.image_topic,
@@ -81,8 +92,12 @@ class Evaluation:
             "matched_frames": int(self.matched.sum()),
             "duration_s": float((self.image_stamps_ns[-1] - self.image_stamps_ns[0]) / 1e9) if frames else 0.0,
             "frame_period_s": self.frame_period_s,
-            "timespans": {"min": float(span.min()), "median": float(np.median(span)), "max": float(span.max()),
+            "timespans": {"min": float(span.min()) if span.size else None,
+                          "median": float(np.median(span)) if span.size else None,
+                          "max": float(span.max()) if span.size else None,
                           "late_or_dropped_frames": int((span > 1.5).sum())},
+            "frames_not_stepped": int(np.isnan(self.timespans).sum()),
+            "loop": self.counters,
             "processing_s": self.processing_s,
             "processing_fps": frames / self.processing_s if self.processing_s > 0 else None,
             "metrics": self.metrics,
@@ -115,13 +130,49 @@ def command_metrics(predicted: np.ndarray, recorded: np.ndarray, sign_deadband: 
     return metrics
 
 
-def timespans_from_stamps(stamps_ns: np.ndarray, frame_period_s: float) -> np.ndarray:
-    """Time since the previous frame in nominal frame periods; 1.0 for the first, 0 if a stamp goes back."""
-    stamps = np.asarray(stamps_ns, dtype=np.int64)
-    spans = np.ones(stamps.size, np.float64)
-    if stamps.size > 1:
-        spans[1:] = np.maximum(np.diff(stamps), 0) / 1e9 / frame_period_s
-    return spans
+def replay_images(pipeline: DeployedPipeline, images: Iterable[tuple[int, np.ndarray, str]]) -> list[TickResult]:
+    """Feed (stamp_ns, image, encoding) to `pipeline` on a virtual clock; one decision per image.
+
+    Each image arrives at its stamp; the loop's timer ticks every 1 / rate_hz s from the first image
+    on (restarted where the stamps jump back by more than TIME_JUMP_BACK_S: a new timeline). An
+    out-of-order image arrives "now" (after the newer one), where the frame gate drops it. An
+    image's decision is the step on it: on arrival, or by the imminent tick the arrival guard left it
+    to (run before the next image, which is exact for images more than ARRIVAL_GUARD_S apart); for an
+    image the gate or perception refused, the command in force after it.
+    """
+    period = pipeline.loop.config.period_s
+    decisions: list[TickResult] = []
+    anchor = clock = None
+    ticks = 0  # timer ticks since `anchor` (a count, not a running sum: no drift over long bags)
+    undecided = False  # the newest image has no decision yet
+
+    def decided(result: Optional[TickResult]) -> None:
+        nonlocal undecided
+        if undecided and result is not None:
+            decisions.append(result)
+            undecided = False
+
+    def tick() -> None:
+        nonlocal ticks
+        due = anchor + ticks * period
+        decided(pipeline.on_timer(due, expected_s=due))
+        ticks += 1
+
+    for stamp_ns, image, encoding in images:
+        stamp = stamp_ns * 1e-9
+        if clock is None or stamp < clock - TIME_JUMP_BACK_S:
+            anchor, clock, ticks = stamp, stamp, 0
+        clock = max(clock, stamp)
+        while anchor + ticks * period < clock:
+            tick()
+        undecided = True
+        decided(pipeline.on_image(stamp, image, encoding, clock))
+        if undecided and pipeline.loop.tick_is_imminent(clock):
+            tick()  # the tick the arrival guard left the frame to (due within ARRIVAL_GUARD_S)
+        decided(pipeline.loop.result)  # refused by the gate or perception: the command in force
+    while undecided:  # only if no tick ran yet
+        tick()
+    return decisions
 
 
 def match_commands(image_stamps_ns: np.ndarray, command_stamps_ns: np.ndarray, commands: np.ndarray,
@@ -149,27 +200,24 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     image or command topic, undecodable images) and ValueError when the models
     do not fit each other.
     """
-    from liquid_control.runtime import check_pair
+    from liquid_control.inference.runtime import check_pair
 
     config = config or EvaluationConfig()
     check_pair(perception, policy)
     policy.reset()
+    pipeline = DeployedPipeline(perception, PolicyLoop(config.loop, policy))
     with BagReader(bag, image_topic=config.image_topic, command_topic=config.command_topic) as reader:
         image_topic = reader.require_image_topic()
         samples = list(reader.commands())  # BagError if the bag has no command topic
-        stamps, predicted = [], []
+        stamps: list[int] = []
+
+        def images() -> Iterable[tuple[int, np.ndarray, str]]:
+            for frame in reader.images():  # the reader already converted every encoding to RGB
+                stamps.append(frame.stamp_ns)
+                yield frame.stamp_ns, frame.image, "rgb8"
+
         started = time.perf_counter()
-        previous = None
-        for frame in reader.images():
-            span = 1.0 if previous is None else max(frame.stamp_ns - previous, 0) / 1e9 / policy.frame_period_s
-            previous = frame.stamp_ns
-            try:
-                # The reader already converted every encoding to RGB.
-                features = perception.features(frame.image, "rgb8")
-                predicted.append(policy.step(features, span))
-            except ValueError as err:
-                raise BagError(f"image at stamp {frame.stamp_ns} ns on {image_topic!r}: {err}") from err
-            stamps.append(frame.stamp_ns)
+        decisions = replay_images(pipeline, images())
         processing_s = time.perf_counter() - started
         command_topic = reader.command_topic
     if not stamps:
@@ -177,9 +225,11 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     image_stamps = np.array(stamps, np.int64)
     recorded = match_commands(image_stamps, np.array([s.stamp_ns for s in samples], np.int64),
                               np.array([s.command for s in samples]).reshape(-1, 4), config.max_match_gap_s)
+    timespans = np.array([d.timespan if d.stepped and d.feature_stamp_s == stamp * 1e-9 else np.nan
+                          for d, stamp in zip(decisions, stamps)])
     evaluation = Evaluation(str(bag), image_topic, str(command_topic), float(policy.frame_period_s), image_stamps,
-                            timespans_from_stamps(image_stamps, policy.frame_period_s), np.array(predicted),
-                            recorded, processing_s)
+                            timespans, np.array([d.command for d in decisions]), [d.state for d in decisions],
+                            recorded, processing_s, {**pipeline.loop.counters, **pipeline.gate.counts})
     matched = evaluation.matched
     if not matched.any():
         raise BagError(f"bag {bag}: no recorded command on {command_topic!r} lies within "
@@ -219,4 +269,4 @@ def write_outputs(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Pa
 
 
 __all__ = ["EvaluationConfig", "Evaluation", "evaluate_bag", "command_metrics", "match_commands",
-           "timespans_from_stamps", "write_outputs"]
+           "replay_images", "write_outputs"]

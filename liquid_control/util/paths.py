@@ -15,7 +15,7 @@ PACKAGE = "liquid_control"
 @lru_cache(maxsize=None)
 def share_dir() -> Path:
     """Directory holding package.xml, config/, sim/, launch/ and models/."""
-    source_root = Path(__file__).resolve().parent.parent
+    source_root = Path(__file__).resolve().parents[2]  # liquid_control/util/paths.py -> checkout
     candidates = [source_root, Path(sys.prefix) / "share" / PACKAGE]
     try:  # colcon / ament install
         from ament_index_python.packages import get_package_share_directory

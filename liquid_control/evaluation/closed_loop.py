@@ -1,14 +1,12 @@
 """Closed-loop evaluation: fly a model file in the simulator exactly as it is deployed.
 
-`PolicyController` is the deploy path behind the episode loop's Controller interface:
-each newly delivered camera frame goes through `PerceptionRuntime` (OpenCV preprocessing +
-conv features) and one `PolicyRuntime.step` with the recurrent state carried; the timespan
-is the capture-time difference to the previous frame the policy consumed, in nominal frame
-periods, so a dropped frame gives a longer timespan. Between frames the last command is held;
-with no frame for `stale_after_s`, or when the runtime rejects an input or produces a
-non-finite result, the command is hover (zeros) and the state is reset: fail safe.
-`fixed_timespan` replaces every timespan by a constant: an ablation that shows how much a
-model relies on real frame timing (not a deploy mode).
+`PolicyController` is the deploy path behind the episode loop's Controller interface: each newly
+delivered camera frame goes through the perception node's logic (FrameGate + `PerceptionRuntime`)
+into the policy node's loop (`PolicyLoop` with config/policy.yaml's settings: timespans from
+capture times clipped to [0.25, 4], hold between frames, watchdog hover and state reset, output
+clamps); every control step of the simulator is a tick of that loop. See inference/loop.py.
+`fixed_timespan` replaces every timespan by a constant: an ablation that shows how much a model
+relies on real frame timing (not a deploy mode).
 
 `evaluate_suites` flies every episode of one or more suites in worker processes (each
 loads the model once) and reports per scenario and per suite: success rate with a 95%
@@ -24,67 +22,75 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig, checked_fixed_timespan
+from liquid_control.inference.pipeline import DeployedPipeline
 from liquid_control.simulation.episode import Observation
 
 
-def checked_fixed_timespan(value: float | None) -> float | None:
-    """The --fixed-timespan ablation value: None (off) or a timespan >= 0 in nominal frame periods."""
-    if value is not None and not value >= 0.0:  # (also refuses NaN)
-        raise ValueError(f"evaluate: fixed_timespan must be >= 0, got {value}")
-    return value
-
-
 class PolicyController:
-    """Model file -> episode Controller, using the deployed runtimes (see module docstring)."""
+    """Model file -> episode Controller running the deployed pipeline (see module docstring).
 
-    def __init__(self, model: str | Path, backend: str = "auto", stale_after_s: float = 0.5,
-                 policy_source: str | Path | None = None, fixed_timespan: float | None = None) -> None:
+    Per episode: `policy_steps`/`timespans` (nominal periods) of the steps taken; `failsafe_events`
+    (frames perception rejected + policy steps that failed, each flown as hover); `watchdog_trips`.
+    """
+
+    def __init__(self, model: str | Path, backend: str = "auto", policy_source: str | Path | None = None,
+                 fixed_timespan: float | None = None, loop_config: Optional[PolicyLoopConfig] = None) -> None:
         """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
         policy .onnx) is given: exported once, these load in well under a second per worker."""
-        self.fixed_timespan = checked_fixed_timespan(fixed_timespan)
-        from liquid_control.runtime import PerceptionRuntime, PolicyRuntime, check_pair
+        from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime, check_pair
 
-        self.perception = PerceptionRuntime(model, backend=backend)
-        self.policy = PolicyRuntime(policy_source or model, backend=backend)
-        check_pair(self.perception, self.policy)
-        self.frame_period_s = self.policy.frame_period_s
-        self.stale_after_s = float(stale_after_s)
-        self.failsafe_events = 0
-        self.timespans: list[float] = []
+        perception = PerceptionRuntime(model, backend=backend)
+        policy = PolicyRuntime(policy_source or model, backend=backend)
+        check_pair(perception, policy)
+        self._start(perception, policy, loop_config, fixed_timespan)
+
+    @classmethod
+    def from_runtimes(cls, perception: Any, policy: Any, loop_config: Optional[PolicyLoopConfig] = None,
+                      fixed_timespan: float | None = None) -> "PolicyController":
+        """A controller over already loaded runtimes (`features(image, encoding)`; `step`, `reset`)."""
+        controller = cls.__new__(cls)
+        controller._start(perception, policy, loop_config, fixed_timespan)
+        return controller
+
+    def _start(self, perception: Any, policy: Any, loop_config: Optional[PolicyLoopConfig],
+               fixed_timespan: float | None) -> None:
+        self.perception, self.policy = perception, policy
+        self.loop_config = loop_config or PolicyLoopConfig()  # = config/policy.yaml
+        self.fixed_timespan = fixed_timespan  # (checked by PolicyLoop)
         self.reset(None)
 
     def reset(self, spec: Any) -> None:
+        """A new episode: fresh loop, gate and hidden state (the sim clock restarts)."""
         self.policy.reset()
-        self._last_capture_s: float | None = None
+        self.pipeline = DeployedPipeline(self.perception, PolicyLoop(self.loop_config, self.policy,
+                                                                     self.fixed_timespan))
+        self.timespans: list[float] = []
         self._last_seq: int | None = None
-        self._command = np.zeros(4)
-        self.failsafe_events = 0
-        self.timespans = []
+
+    @property
+    def failsafe_events(self) -> int:
+        return self.pipeline.gate.counts["bad_frames"] + self.pipeline.loop.counters["rejected_outputs"]
+
+    @property
+    def watchdog_trips(self) -> int:
+        return self.pipeline.loop.counters["watchdog_trips"]
 
     def act(self, observation: Observation) -> np.ndarray:
+        """One control step at observation.time_s: a new frame arrives (at this step), then the tick."""
+        now = observation.time_s
         frame = observation.frame
+        decisions = []
         if frame is not None and frame.seq != self._last_seq:
-            timespan = 1.0 if self._last_capture_s is None else \
-                (frame.capture_time_s - self._last_capture_s) / self.frame_period_s
-            if self.fixed_timespan is not None:
-                timespan = self.fixed_timespan
-            try:
-                features = self.perception.features(frame.image, "rgb8")
-                self._command = self.policy.step(features, max(timespan, 0.0)).astype(float)
-                self.timespans.append(float(timespan))
-            except ValueError:  # bad input or non-finite output: hover and start afresh
-                self.failsafe_events += 1
-                self.policy.reset()
-                self._command = np.zeros(4)
-            self._last_capture_s = frame.capture_time_s
             self._last_seq = frame.seq
-        elif self._last_capture_s is None or observation.time_s - self._last_capture_s > self.stale_after_s:
-            self._command = np.zeros(4)  # no (recent) image: hover
-        return self._command.copy()
+            decisions.append(self.pipeline.on_image(frame.capture_time_s, frame.image, "rgb8", now))
+        decisions.append(self.pipeline.on_timer(now, expected_s=now))
+        self.timespans.extend(d.timespan for d in decisions if d is not None and d.stepped)
+        return decisions[-1].command.copy()
 
 
 # --------------------------------------------------------------------------- workers
@@ -131,9 +137,10 @@ def _fly(job: tuple) -> dict[str, Any]:
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
     spans = np.asarray(controller.timespans, dtype=float)
     metrics.update(suite=suite_name, failsafe_events=controller.failsafe_events,
-                   policy_steps=int(spans.size), max_timespan=float(spans.max()) if spans.size else math.nan)
+                   watchdog_trips=controller.watchdog_trips, policy_steps=int(spans.size),
+                   max_timespan=float(spans.max()) if spans.size else math.nan)
     if plot_path is not None:
-        from liquid_control.commands.expert import save_plot
+        from liquid_control.evaluation.plots import save_plot
 
         Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
         save_plot(result, Path(plot_path))
@@ -143,7 +150,7 @@ def _fly(job: tuple) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reports
 def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """One report row: success with Wilson 95% interval, time to goal, final distance, failures."""
-    from liquid_control.stats import finite_mean, proportion
+    from liquid_control.evaluation.stats import finite_mean, proportion
 
     success = proportion(m["success"] for m in metrics)
     return {
@@ -156,6 +163,7 @@ def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
         "left_arena": sum(bool(m["left_arena"]) for m in metrics),
         "timeouts": sum(m["reason"] in ("timeout", "lost_target") for m in metrics),
         "failsafe_events": sum(int(m.get("failsafe_events", 0)) for m in metrics),
+        "watchdog_trips": sum(int(m.get("watchdog_trips", 0)) for m in metrics),
     }
 
 
@@ -257,7 +265,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
     if backend == "onnxruntime":  # export + verify once here, not once per worker
         import tempfile
 
-        from liquid_control.export import export_model_file
+        from liquid_control.inference.export import export_model_file
 
         export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
         exported = export_model_file(model, export_dir.name)
