@@ -36,12 +36,14 @@ CRASH_TILT_COS = math.cos(math.radians(60.0))  # touching the ground tilted more
 class Frame:
     """A camera image: uint8 HxWx3 RGB, the sim time it was captured at (s), a per-episode capture
     number (dropped captures use up numbers too, so gaps reveal drops), and the float32 optical
-    z-depth (m, inf for sky) when the camera has depth enabled."""
+    z-depth (m, inf for sky) when the camera has depth enabled, and the per-pixel class image
+    (camera.SEGMENT_CLASSES) when it has segmentation enabled."""
 
     image: np.ndarray
     capture_time_s: float
     seq: int
     depth: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
 
 
 @dataclass
@@ -205,7 +207,8 @@ class DroneWorld:
             if not dropped:  # dropped frames are never rendered (saves time, same random stream)
                 image, depth = self._renderer.render(self._sim.position, np.asarray(self._sim.rotation).reshape(3, 3))
                 image = apply_pixel_effects(image, fx, self._effects_rng)
-                frame = Frame(image=image, capture_time_s=now, seq=self._seq, depth=depth)
+                frame = Frame(image=image, capture_time_s=now, seq=self._seq, depth=depth,
+                              segmentation=self._renderer.last_segmentation)
                 self._pending.append(_PendingFrame(frame, now + sample_latency(fx, self._effects_rng)))
         newest = None
         while self._pending and self._pending[0].delivery_time_s <= now + eps:
