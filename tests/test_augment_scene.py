@@ -157,3 +157,20 @@ def test_sampler_flips_labels_and_aux_with_the_image(tmp_path):
         assert np.sign(batch.aux[i, 0, 0]) == sign
         expected = images[0, :, ::-1] if flipped[i] else images[0]
         np.testing.assert_array_equal(batch.images[i, 0], expected)
+
+
+def test_per_sequence_drop_probability_spreads_timespans():
+    n = 400
+    episode = EpisodeData(images=np.zeros((n, 4, 4, 3), np.uint8), capture_times_s=np.arange(n) / 30.0,
+                          labels=np.zeros((n, 4), np.float32))
+    base = AugmentConfig(time_jitter_s=0.0, frame_drop_prob=0.0)
+    wide = AugmentConfig(time_jitter_s=0.0, frame_drop_prob=0.0, frame_drop_prob_max=0.8)
+    spans = {}
+    for name, config in (("base", base), ("wide", wide)):
+        sampler = StreamSampler([episode], 16, 20, config, 1 / 30.0, 1.0, np.random.default_rng(1))
+        batch = sampler.next_batch()
+        spans[name] = batch.timespans[batch.mask > 0][:, 0]
+    np.testing.assert_allclose(spans["base"][spans["base"] != 1.0], [])  # every frame kept
+    assert spans["wide"].max() >= 4.0 and spans["wide"].mean() > 1.5
+    with pytest.raises(ValueError, match="frame_drop_prob_max"):
+        AugmentConfig(frame_drop_prob_max=0.99)

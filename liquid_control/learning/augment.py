@@ -39,6 +39,9 @@ class AugmentConfig:
         saturation about each pixel's luma).
     noise_std_max: Gaussian noise std drawn from [0, noise_std_max] grey levels.
     frame_drop_prob: probability that each frame (but the first of a sequence) is dropped.
+    frame_drop_prob_max: when above frame_drop_prob, each sequence draws its drop probability from
+        [frame_drop_prob, frame_drop_prob_max]: sequences at lower effective frame rates, so the
+        timespans the CfC trains on span several nominal periods, not just 1-2.
     time_jitter_s: std of Gaussian noise added to each capture time (s); order is kept.
     channel_gain: range of a multiplicative gain drawn independently for R, G and B
         ((1, 1) = off).
@@ -57,6 +60,7 @@ class AugmentConfig:
     saturation: tuple[float, float] = (0.6, 1.4)
     noise_std_max: float = 6.0
     frame_drop_prob: float = 0.1
+    frame_drop_prob_max: float = 0.0
     time_jitter_s: float = 0.004
     channel_gain: tuple[float, float] = (1.0, 1.0)
     recolour_prob: float = 0.0
@@ -78,6 +82,8 @@ class AugmentConfig:
             problems.append(f"noise_std_max must be >= 0, got {self.noise_std_max}")
         if not 0.0 <= self.frame_drop_prob < 1.0:
             problems.append(f"frame_drop_prob must be in [0, 1), got {self.frame_drop_prob}")
+        if not self.frame_drop_prob_max < 0.95:
+            problems.append(f"frame_drop_prob_max must be < 0.95, got {self.frame_drop_prob_max}")
         if self.time_jitter_s < 0:
             problems.append(f"time_jitter_s must be >= 0, got {self.time_jitter_s}")
         for name in ("recolour_prob", "cutout_prob", "flip_prob"):

@@ -206,6 +206,7 @@ class _Stream:
     last_time_s: float | None = None
     photometric: Any = None
     scene: Any = None
+    drop_prob: float = 0.0
 
 
 @dataclass
@@ -279,6 +280,9 @@ class StreamSampler:
         stream.position = start
         stream.last_time_s = None
         stream.photometric = sample_photometric(self.augment, self.rng)
+        stream.drop_prob = self.augment.frame_drop_prob
+        if self.augment.frame_drop_prob_max > stream.drop_prob:  # drawn only when on (as below)
+            stream.drop_prob = float(self.rng.uniform(stream.drop_prob, self.augment.frame_drop_prob_max))
         if self.augment.scene_changes:  # drawn only when on: older recipes keep their exact random stream
             h, w = self.episodes[stream.episode].images.shape[1:3]
             stream.scene = sample_scene(self.augment, self.rng, h, w)
@@ -299,9 +303,9 @@ class StreamSampler:
                 reset[i] = True
             episode = self.episodes[stream.episode]
             # Enough raw frames that, after drops, about `t` remain.
-            raw = int(math.ceil(t / (1.0 - self.augment.frame_drop_prob))) + 4
+            raw = int(math.ceil(t / (1.0 - stream.drop_prob))) + 4
             index = np.arange(stream.position, min(stream.position + raw, len(episode)))
-            keep = drop_mask(len(index), self.augment.frame_drop_prob, self.rng)
+            keep = drop_mask(len(index), stream.drop_prob, self.rng)
             if stream.last_time_s is None:
                 keep[0] = True  # an episode's first frame is what the deployed policy sees first
             kept = index[keep][:t]
