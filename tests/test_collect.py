@@ -18,6 +18,13 @@ def test_perturbed_episode_flies_noise_but_stores_expert_labels():
     assert episode.images.shape[1:] == (12, 16, 3) and episode.images.dtype == np.uint8
     assert 20 <= len(episode) <= 31  # 1 s of a 30 Hz camera, minus dropped / late frames
     assert np.all(np.diff(episode.capture_times_s) > 0)
+    # The class mask comes with every frame: the target's pixels are the reddest ones.
+    assert episode.segmentation.shape == episode.images.shape[:3]
+    target = episode.segmentation == 2
+    assert target.any() and set(np.unique(episode.segmentation)) <= {0, 1, 2, 3}
+    rgb = episode.images.astype(int)
+    redness = rgb[..., 0] - rgb[..., 1]
+    assert redness[target].mean() > redness[~target].mean() + 30
     # The label is the clean expert; the flown command carries the exploration noise.
     assert np.abs(episode.commands - episode.labels).max() > 0.05
     assert np.all(np.abs(episode.labels) <= np.array([1.5, 1.0, 0.8, 1.2]) + 1e-6)  # expert limits

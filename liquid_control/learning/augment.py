@@ -5,6 +5,13 @@ Photometric: brightness, contrast, saturation and Gaussian pixel noise, drawn on
 them per sequence keeps a sequence's appearance consistent, as a camera's is during a flight),
 plus an optional per-channel gain (a colour cast, as a wrong white balance or a tinted sky gives;
 off by default) that moves ground and sky colours while a red target stays the reddest thing.
+Scene: with a per-pixel class mask (sky / ground / target / other objects, stored by the
+collector), the background and distractors are recoloured at random while the target keeps its
+colour, their texture kept as luminance variation, plus an image-fixed random texture on the
+ground; this teaches perception that the target, not the scenery, carries the command (domain
+randomisation). Horizontal flips mirror the scene and the label (vy and yaw rate change sign:
+the airframe and camera are left-right symmetric). Random blur and cutout rectangles (never over
+the target) complete the image side.
 Timing: frames are dropped at random and capture times jittered, so the CfC sees irregular
 timespans (timespan = capture-time difference / nominal frame period) as a real camera gives.
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # ITU-R BT.601 luma weights: the grey that saturation interpolates towards.
@@ -31,9 +39,20 @@ class AugmentConfig:
         saturation about each pixel's luma).
     noise_std_max: Gaussian noise std drawn from [0, noise_std_max] grey levels.
     frame_drop_prob: probability that each frame (but the first of a sequence) is dropped.
+    frame_drop_prob_max: when above frame_drop_prob, each sequence draws its drop probability from
+        [frame_drop_prob, frame_drop_prob_max]: sequences at lower effective frame rates, so the
+        timespans the CfC trains on span several nominal periods, not just 1-2.
     time_jitter_s: std of Gaussian noise added to each capture time (s); order is kept.
     channel_gain: range of a multiplicative gain drawn independently for R, G and B
         ((1, 1) = off).
+    recolour_prob: probability, per sequence and per class (sky, ground, other objects), that the
+        class is recoloured (needs segmentation; 0 = off).
+    ground_texture_max: amplitude (grey levels) of a random image-fixed texture added to the
+        ground, drawn from [0, max] per sequence (needs segmentation; 0 = off).
+    blur_sigma_max: Gaussian blur sigma (pixels at the stored size) drawn from [0, max] per sequence.
+    cutout_prob: probability per frame of one random rectangle of random colour (target pixels stay).
+    cutout_max_frac: largest rectangle side as a fraction of the image side.
+    flip_prob: probability per sequence of a horizontal mirror (labels: vy, yaw rate negated).
     """
 
     brightness: float = 0.15
@@ -41,8 +60,15 @@ class AugmentConfig:
     saturation: tuple[float, float] = (0.6, 1.4)
     noise_std_max: float = 6.0
     frame_drop_prob: float = 0.1
+    frame_drop_prob_max: float = 0.0
     time_jitter_s: float = 0.004
     channel_gain: tuple[float, float] = (1.0, 1.0)
+    recolour_prob: float = 0.0
+    ground_texture_max: float = 0.0
+    blur_sigma_max: float = 0.0
+    cutout_prob: float = 0.0
+    cutout_max_frac: float = 0.4
+    flip_prob: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,8 +82,18 @@ class AugmentConfig:
             problems.append(f"noise_std_max must be >= 0, got {self.noise_std_max}")
         if not 0.0 <= self.frame_drop_prob < 1.0:
             problems.append(f"frame_drop_prob must be in [0, 1), got {self.frame_drop_prob}")
+        if not self.frame_drop_prob_max < 0.95:
+            problems.append(f"frame_drop_prob_max must be < 0.95, got {self.frame_drop_prob_max}")
         if self.time_jitter_s < 0:
             problems.append(f"time_jitter_s must be >= 0, got {self.time_jitter_s}")
+        for name in ("recolour_prob", "cutout_prob", "flip_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ground_texture_max", "blur_sigma_max"):
+            if not 0.0 <= getattr(self, name) < 1e3:
+                problems.append(f"{name} must be in [0, 1000), got {getattr(self, name)}")
+        if not 0.0 < self.cutout_max_frac <= 1.0:
+            problems.append(f"cutout_max_frac must be in (0, 1], got {self.cutout_max_frac}")
         if problems:
             raise ValueError("AugmentConfig: " + "; ".join(problems))
 
@@ -66,6 +102,12 @@ class AugmentConfig:
         """No augmentation at all (validation)."""
         return cls(brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), noise_std_max=0.0,
                    frame_drop_prob=0.0, time_jitter_s=0.0)
+
+    @property
+    def scene_changes(self) -> bool:
+        """Whether any mask-based, geometric or blur/cutout augmentation is on."""
+        return (self.recolour_prob > 0 or self.ground_texture_max > 0 or self.blur_sigma_max > 0
+                or self.cutout_prob > 0 or self.flip_prob > 0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +146,93 @@ def apply_photometric(images: np.ndarray, params: Photometric, rng: np.random.Ge
     if params.noise_std > 0:
         x += rng.normal(0.0, params.noise_std, size=x.shape).astype(np.float32)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- scene
+SKY, GROUND, TARGET, OTHER = 0, 1, 2, 3  # = simulation.camera.SEGMENT_CLASSES (no simulation import here)
+RECOLOURED_CLASSES = (SKY, GROUND, OTHER)
+
+
+@dataclass(frozen=True)
+class SceneDraw:
+    """One sequence's scene draw: class -> (mean colour RGB 0-255, texture contrast), ground texture,
+    blur sigma, flip."""
+
+    recolour: dict[int, tuple[np.ndarray, float]]
+    ground_texture: np.ndarray | None  # (H, W) float32 grey levels, or None
+    blur_sigma: float
+    flip: bool
+
+
+def _not_target_like(rng: np.random.Generator) -> np.ndarray:
+    """A random colour (0-1 RGB) that is not a saturated red: red stays the target's colour."""
+    while True:
+        colour = rng.random(3)
+        if not (colour[0] > 0.45 and colour[0] > 1.6 * colour[1] and colour[0] > 1.6 * colour[2]):
+            return colour
+
+
+def sample_scene(config: AugmentConfig, rng: np.random.Generator, height: int, width: int) -> SceneDraw:
+    recolour = {}
+    for cls in RECOLOURED_CLASSES:
+        if config.recolour_prob > 0 and rng.random() < config.recolour_prob:
+            recolour[cls] = (_not_target_like(rng).astype(np.float32) * 255.0, float(rng.uniform(0.3, 1.5)))
+    texture = None
+    if config.ground_texture_max > 0:
+        amplitude = rng.uniform(0.0, config.ground_texture_max)
+        cells = int(rng.integers(3, 17))
+        grid = rng.normal(0.0, 1.0, size=(max(2, cells * height // width), cells)).astype(np.float32)
+        texture = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * np.float32(amplitude)
+    blur = float(rng.uniform(0.0, config.blur_sigma_max)) if config.blur_sigma_max > 0 else 0.0
+    flip = bool(config.flip_prob > 0 and rng.random() < config.flip_prob)
+    return SceneDraw(recolour, texture, blur, flip)
+
+
+def apply_scene(images: np.ndarray, segmentation: np.ndarray | None, draw: SceneDraw, config: AugmentConfig,
+                rng: np.random.Generator) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB (+ (T, H, W) classes or None) -> uint8 (T, H, W, 3) with one scene draw.
+
+    Recolouring keeps each class's luminance pattern (texture, shading, the sky gradient) around a
+    new mean colour; without a mask only blur, cutout and the flip apply. Flipping the labels is the
+    caller's job (`flip_labels`)."""
+    x = images.astype(np.float32)
+    if segmentation is not None:
+        grey = x @ LUMA
+        for cls, (colour, texture_contrast) in draw.recolour.items():
+            where = segmentation == cls
+            if not where.any():
+                continue
+            mean_grey = grey[where].mean()
+            x[where] = colour + texture_contrast * (grey[where] - mean_grey)[:, None]
+        if draw.ground_texture is not None:
+            x += (draw.ground_texture[None] * (segmentation == GROUND))[..., None]
+    if draw.blur_sigma > 0.3:
+        for k in range(x.shape[0]):
+            x[k] = cv2.GaussianBlur(x[k], (0, 0), draw.blur_sigma)
+    if config.cutout_prob > 0:
+        t, h, w = x.shape[:3]
+        for k in np.flatnonzero(rng.random(t) < config.cutout_prob):
+            rh = int(rng.integers(1, max(2, int(config.cutout_max_frac * h) + 1)))
+            rw = int(rng.integers(1, max(2, int(config.cutout_max_frac * w) + 1)))
+            top, left = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+            keep = x[k].copy()
+            x[k, top:top + rh, left:left + rw] = _not_target_like(rng).astype(np.float32) * 255.0
+            if segmentation is not None:  # the target stays visible: a cutout is scenery, not an occluder
+                target = segmentation[k] == TARGET
+                x[k][target] = keep[target]
+    out = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out[:, :, ::-1] if draw.flip else out
+
+
+# Label axes that change sign under a horizontal mirror: vy (left) and yaw rate (CCW).
+MIRRORED_AXES = (1, 3)
+
+
+def flip_labels(labels: np.ndarray) -> np.ndarray:
+    """Commands [vx, vy, vz, yaw_rate] of the mirrored scene."""
+    out = np.array(labels, dtype=np.float32, copy=True)
+    out[..., MIRRORED_AXES] *= -1.0
+    return out
 
 
 def drop_mask(count: int, probability: float, rng: np.random.Generator) -> np.ndarray:

@@ -64,9 +64,12 @@ def is_perturbed(seed: int, fraction: float) -> bool:
 
 def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectConfig()) -> EpisodeData:
     """Fly one episode and return it as training data (one row per delivered frame)."""
+    from liquid_control.simulation.camera import CameraConfig
     from liquid_control.simulation.episode import EpisodeConfig, ExpertController, PerturbedController, run_episode
 
-    episode_config = EpisodeConfig(render=True, keep_frames=True, duration_s=config.duration_s)
+    # Segmentation is a by-product of ray casting (the image pixels are the same with or without it).
+    episode_config = EpisodeConfig(camera=CameraConfig(segmentation=True), render=True, keep_frames=True,
+                                   duration_s=config.duration_s)
     labeller = None
     if config.policy_path is not None:
         from liquid_control.evaluation.closed_loop import PolicyController
@@ -94,13 +97,15 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
         raise RuntimeError(f"episode {scenario.name}#{seed}: no camera frame was delivered")
     images = np.stack([cv2.resize(result.frames[k].image, (config.width, config.height),
                                   interpolation=cv2.INTER_AREA) for k in rows]).astype(np.uint8)
+    segmentation = np.stack([cv2.resize(result.frames[k].segmentation, (config.width, config.height),
+                                        interpolation=cv2.INTER_NEAREST) for k in rows]).astype(np.uint8)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (bool, int, float, str)) or v is None}
     return EpisodeData(
         images=images,
         capture_times_s=np.array([result.frames[k].capture_time_s for k in rows], dtype=np.float64),
         labels=labels[rows].astype(np.float32), commands=result.commands[rows].astype(np.float32),
         positions=result.positions[rows], yaws=result.yaws[rows], velocities_body=result.velocities_body[rows],
-        targets=result.targets[rows],
+        targets=result.targets[rows], segmentation=segmentation,
         meta={"scenario": scenario.name, "seed": int(seed), "task": result.spec.task, "source": "simulation",
               "controller": mode, "frame_period_s": 1.0 / episode_config.camera.rate_hz,
               "control_hz": episode_config.control_hz, "steps": int(len(result.times_s)), "metrics": metrics,

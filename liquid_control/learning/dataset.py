@@ -12,6 +12,9 @@ named ``<scenario>_<seed:06d>.npz``, holding one row per *delivered* camera fram
                       when the data was collected with a perturbed or learned controller);
 - ``positions`` (N, 3), ``yaws`` (N,), ``velocities_body`` (N, 3), ``targets`` (N, 3): ground truth
                       (NaN when unknown, e.g. real-drone bags);
+- ``segmentation``    (N, H, W) uint8 per-pixel class (simulation.camera.SEGMENT_CLASSES: sky, ground,
+                      target, other), optional (absent in real-drone data and older shards): the mask
+                      for training's background recolouring;
 - ``meta``            JSON string: format, version, scenario, seed, task, source, controller, metrics.
 
 Shards are written to a hidden temporary name, fsynced, then renamed into place
@@ -55,6 +58,7 @@ class EpisodeData:
     yaws: np.ndarray | None = None
     velocities_body: np.ndarray | None = None
     targets: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -79,13 +83,19 @@ class EpisodeData:
             raise DatasetError(f"{where}: capture times must increase strictly")
         if self.labels.shape != (n, 4) or not np.all(np.isfinite(self.labels)):
             raise DatasetError(f"{where}: labels must be ({n}, 4) finite values, got shape {self.labels.shape}")
+        if self.segmentation is not None and (self.segmentation.dtype != np.uint8
+                                              or self.segmentation.shape != self.images.shape[:3]):
+            raise DatasetError(f"{where}: segmentation must be uint8 {self.images.shape[:3]}, got "
+                               f"{self.segmentation.dtype} {self.segmentation.shape}")
 
     def resized(self, height: int, width: int) -> "EpisodeData":
         """The same episode with images resized (INTER_AREA, as `preprocess` does) to height x width."""
         if self.images.shape[1:3] == (height, width):
             return self
         images = np.stack([cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in self.images])
-        return EpisodeData(**{**self.__dict__, "images": images})
+        segmentation = None if self.segmentation is None else np.stack(
+            [cv2.resize(s, (width, height), interpolation=cv2.INTER_NEAREST) for s in self.segmentation])
+        return EpisodeData(**{**self.__dict__, "images": images, "segmentation": segmentation})
 
 
 def shard_name(scenario: str, seed: int) -> str:
@@ -115,6 +125,8 @@ def write_shard(path: str | os.PathLike, episode: EpisodeData) -> Path:
         "targets": episode.targets.astype(np.float32) if episode.targets is not None else _nan((n, 3)),
     }
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **episode.meta}
+    if episode.segmentation is not None:
+        arrays["segmentation"] = episode.segmentation
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -155,6 +167,7 @@ def read_shard(path: str | os.PathLike) -> EpisodeData:
             if missing:
                 raise DatasetError(f"shard {path}: missing arrays {missing}")
             arrays = {k: data[k] for k in ARRAY_KEYS}
+            arrays["segmentation"] = data["segmentation"] if "segmentation" in data.files else None
             meta = json.loads(str(data["meta"]))
     except DatasetError:
         raise

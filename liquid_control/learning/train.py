@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import yaml
 
-from liquid_control.learning.augment import (AugmentConfig, apply_photometric, drop_mask, jitter_times,
-                                             sample_photometric, timespans)
+from liquid_control.learning.augment import (AugmentConfig, apply_photometric, apply_scene, drop_mask, flip_labels,
+                                             jitter_times, sample_photometric, sample_scene, timespans)
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
 from liquid_control.models import FeatureExtractor, PerceptionConfig, PolicyModel, policy_for_budget, save_model
 from liquid_control.simulation.expert import ExpertConfig
@@ -97,6 +97,7 @@ class OptimSection:
     random_start_prob: float = 0.5  # a new stream starts mid-episode (zero state) with this probability
     max_minutes: float | None = None  # stop early (keeping the best epoch) after this much training time
     threads: int = 2
+    aux_weight: float = 0.0  # weight of the auxiliary target-geometry loss on the features (0 = off)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
                   "CollectSection | None": CollectSection}.get(str(kind) if not isinstance(kind, str) else kind)
         if nested is not None and value is not None:
             kwargs[name] = _build(nested, value, f"{where}.{name}")
-        elif name in ("contrast", "saturation", "command_scale") and value is not None:
+        elif name in ("contrast", "saturation", "channel_gain", "command_scale") and value is not None:
             kwargs[name] = tuple(float(v) for v in value)
         else:
             kwargs[name] = value
@@ -187,6 +188,8 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("optim: learning rates must be > 0")
     if o.threads < 1:
         problems.append("optim.threads must be >= 1")
+    if not 0.0 <= o.aux_weight < 1e3:
+        problems.append("optim.aux_weight must be in [0, 1000)")
     if not config.data.sources:
         problems.append("data.sources must list at least one shard directory, shard or bag")
     if len(config.model.command_scale) != 4 or not all(v > 0 for v in config.model.command_scale):
@@ -202,6 +205,8 @@ class _Stream:
     position: int = 0
     last_time_s: float | None = None
     photometric: Any = None
+    scene: Any = None
+    drop_prob: float = 0.0
 
 
 @dataclass
@@ -211,6 +216,44 @@ class Batch:
     labels: np.ndarray  # (B, T, 4) float32
     mask: np.ndarray  # (B, T) float32: 1 for real frames, 0 for padding
     reset: np.ndarray  # (B,) bool: the stream started a new episode (state must be zeroed)
+    aux: np.ndarray | None = None  # (B, T, AUX_SIZE) float32 target geometry (NaN: unknown), see aux_targets
+
+
+# Auxiliary targets: where the target is relative to the drone's heading frame, from the shards'
+# ground truth. Perception that must also say where the target is learns to find the target rather
+# than to read the command off the scenery. Scaled to about unit range: azimuth / 0.66 rad (the
+# camera's half horizontal field of view), elevation / 0.52 rad (half vertical), log(range / 3 m),
+# and in-view (1 inside the field of view, else 0).
+AUX_SIZE = 4
+HALF_FOV_RAD = (0.66, 0.52)
+
+
+def aux_targets(episode: EpisodeData, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), AUX_SIZE) aux targets of the given frames; NaN where ground truth is missing."""
+    if episode.positions is None or episode.targets is None or episode.yaws is None:
+        return np.full((len(rows), AUX_SIZE), np.nan, np.float32)
+    world = (episode.targets[rows] - episode.positions[rows]).astype(np.float64)
+    yaw = episode.yaws[rows].astype(np.float64)
+    c, s = np.cos(yaw), np.sin(yaw)
+    dx, dy, dz = c * world[:, 0] + s * world[:, 1], -s * world[:, 0] + c * world[:, 1], world[:, 2]
+    azimuth = np.arctan2(dy, dx)
+    elevation = np.arctan2(dz, np.hypot(dx, dy))
+    distance = np.sqrt(dx * dx + dy * dy + dz * dz)
+    in_view = (dx > 0) & (np.abs(azimuth) < HALF_FOV_RAD[0]) & (np.abs(elevation) < HALF_FOV_RAD[1])
+    out = np.stack([azimuth / HALF_FOV_RAD[0], elevation / HALF_FOV_RAD[1],
+                    np.log(np.maximum(distance, 0.05) / 3.0), in_view.astype(np.float64)], axis=1)
+    return out.astype(np.float32)  # NaN ground truth stays NaN
+
+
+def aux_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Geometry MSE where the target is in view, in-view BCE everywhere it is known (mask 1, finite)."""
+    known = (mask > 0) & torch.isfinite(targets).all(dim=-1)
+    if not bool(known.any()):
+        return predicted.sum() * 0.0
+    p, t = predicted[known], targets[known]
+    visible = t[:, 3] > 0.5
+    geometry = ((p[:, :3] - t[:, :3]).pow(2).mean(dim=-1) * visible).sum() / visible.sum().clamp_min(1)
+    return geometry + torch.nn.functional.binary_cross_entropy_with_logits(p[:, 3], t[:, 3])
 
 
 class StreamSampler:
@@ -237,6 +280,12 @@ class StreamSampler:
         stream.position = start
         stream.last_time_s = None
         stream.photometric = sample_photometric(self.augment, self.rng)
+        stream.drop_prob = self.augment.frame_drop_prob
+        if self.augment.frame_drop_prob_max > stream.drop_prob:  # drawn only when on (as below)
+            stream.drop_prob = float(self.rng.uniform(stream.drop_prob, self.augment.frame_drop_prob_max))
+        if self.augment.scene_changes:  # drawn only when on: older recipes keep their exact random stream
+            h, w = self.episodes[stream.episode].images.shape[1:3]
+            stream.scene = sample_scene(self.augment, self.rng, h, w)
 
     def next_batch(self) -> Batch:
         b, t = len(self.streams), self.sequence_length
@@ -246,6 +295,7 @@ class StreamSampler:
         spans = np.ones((b, t, 1), np.float32)
         labels = np.zeros((b, t, 4), np.float32)
         mask = np.zeros((b, t), np.float32)
+        aux = np.full((b, t, AUX_SIZE), np.nan, np.float32)
         reset = np.zeros(b, bool)
         for i, stream in enumerate(self.streams):
             if stream.episode < 0 or stream.position >= len(self.episodes[stream.episode]):
@@ -253,9 +303,9 @@ class StreamSampler:
                 reset[i] = True
             episode = self.episodes[stream.episode]
             # Enough raw frames that, after drops, about `t` remain.
-            raw = int(math.ceil(t / (1.0 - self.augment.frame_drop_prob))) + 4
+            raw = int(math.ceil(t / (1.0 - stream.drop_prob))) + 4
             index = np.arange(stream.position, min(stream.position + raw, len(episode)))
-            keep = drop_mask(len(index), self.augment.frame_drop_prob, self.rng)
+            keep = drop_mask(len(index), stream.drop_prob, self.rng)
             if stream.last_time_s is None:
                 keep[0] = True  # an episode's first frame is what the deployed policy sees first
             kept = index[keep][:t]
@@ -268,10 +318,18 @@ class StreamSampler:
                 spans[i, :n, 0] = timespans(np.concatenate([[stream.last_time_s], times]), self.frame_period_s)[1:]
             spans[i, :n, 0] = np.maximum(spans[i, :n, 0], 1e-3)
             stream.last_time_s = float(times[-1])
-            images[i, :n] = apply_photometric(episode.images[kept], stream.photometric, self.rng)
+            frames = episode.images[kept]
             labels[i, :n] = episode.labels[kept]
+            aux[i, :n] = aux_targets(episode, kept)
+            if stream.scene is not None:
+                segmentation = None if episode.segmentation is None else episode.segmentation[kept]
+                frames = apply_scene(frames, segmentation, stream.scene, self.augment, self.rng)
+                if stream.scene.flip:
+                    labels[i, :n] = flip_labels(labels[i, :n])
+                    aux[i, :n, 0] *= -1.0  # azimuth
+            images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
             mask[i, :n] = 1.0
-        return Batch(images, spans, labels, mask, reset)
+        return Batch(images, spans, labels, mask, reset, aux)
 
 
 def _to_tensor_images(images: np.ndarray) -> torch.Tensor:
@@ -369,7 +427,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     _log(f"data: {len(train_set)} training episodes ({sum(map(len, train_set))} frames), "
          f"{len(val_set)} validation episodes ({sum(map(len, val_set))} frames)")
     scale = policy.command_scale.clone()
+    # Training-only head: features -> target geometry (not saved; deployment never runs it).
+    aux_head = torch.nn.Linear(pc.feature_size, AUX_SIZE) if config.optim.aux_weight > 0 else None
     parameters = list(perception.parameters()) + list(policy.parameters())
+    if aux_head is not None:
+        parameters += list(aux_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay)
     run_dir = Path(config.output.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -416,6 +478,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 features = perception(_to_tensor_images(batch.images)).view(o.batch_size, o.sequence_length, -1)
                 commands, state = policy(features, torch.from_numpy(batch.timespans), state)
                 loss = masked_loss(commands, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask), scale)
+                if aux_head is not None:
+                    loss = loss + o.aux_weight * aux_loss(aux_head(features), torch.from_numpy(batch.aux),
+                                                          torch.from_numpy(batch.mask))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, o.grad_clip)

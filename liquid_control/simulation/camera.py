@@ -29,7 +29,9 @@ NEAR_M = 0.01  # nothing closer than this to the lens is drawn
 class CameraConfig:
     """width/height in pixels; fov_deg is the *vertical* field of view; pitch_deg > 0 tilts the camera down;
     mount_offset_m is the lens position in the body frame (FLU, m); rate_hz is the frame rate;
-    depth adds a float32 z-depth image (m, inf for sky); shadows casts object shadows on the ground."""
+    depth adds a float32 z-depth image (m, inf for sky); shadows casts object shadows on the ground;
+    segmentation keeps a per-pixel class image of the last render (`RayCastRenderer.last_segmentation`,
+    values in SEGMENT_CLASSES), the mask that training's background recolouring needs."""
 
     width: int = 128
     height: int = 96
@@ -39,6 +41,7 @@ class CameraConfig:
     rate_hz: float = 30.0
     depth: bool = False
     shadows: bool = False
+    segmentation: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.width, int) and isinstance(self.height, int) and self.width > 0 and self.height > 0):
@@ -53,6 +56,13 @@ class CameraConfig:
         object.__setattr__(self, "mount_offset_m", offset)
         if not self.rate_hz > 0:
             raise ValueError(f"camera rate_hz must be positive, got {self.rate_hz}")
+
+
+# Per-pixel classes of `RayCastRenderer.last_segmentation` (uint8).
+# SEGMENT_NONE marks a frame without scene content (a camera blackout).
+SEGMENT_SKY, SEGMENT_GROUND, SEGMENT_TARGET, SEGMENT_OTHER, SEGMENT_NONE = 0, 1, 2, 3, 255
+SEGMENT_CLASSES = {"sky": SEGMENT_SKY, "ground": SEGMENT_GROUND, "target": SEGMENT_TARGET, "other": SEGMENT_OTHER,
+                   "none": SEGMENT_NONE}
 
 
 def intrinsics(cfg: CameraConfig) -> np.ndarray:
@@ -145,6 +155,10 @@ class RayCastRenderer:
         self._y = np.empty((h, w), np.float32)
         self._ground_f = np.empty((h, w), np.float32)
         self._ground = np.empty((h, w), bool)
+        # Object classes (target first in scene.primitives()), and the last render's class image.
+        self._segment_ids = [np.uint8(SEGMENT_TARGET if k == 0 and scene.target is not None else SEGMENT_OTHER)
+                             for k in range(len(self.objects))]
+        self.last_segmentation: np.ndarray | None = None
 
     def set_object_position(self, index: int, position) -> None:
         """Move primitive `index` (0 = the target when the scene has one)."""
@@ -163,9 +177,13 @@ class RayCastRenderer:
         rays = np.matmul(world_from_optical.astype(np.float32), self._rays_optical, out=self._rays).reshape(3, h, w)
         origin = lens.astype(np.float32)
         colour, dist = self._background(rays, origin)
+        segmentation = None
+        if self.cfg.segmentation:
+            segmentation = np.where(np.isfinite(dist), np.uint8(SEGMENT_GROUND), np.uint8(SEGMENT_SKY))
         optical_from_world = world_from_optical.T.tolist()
         lens_list = lens.tolist()
-        for item, lit, direct in zip(self.objects, self._ambient_albedos, self._direct_albedos):
+        for item, lit, direct, segment_id in zip(self.objects, self._ambient_albedos, self._direct_albedos,
+                                                 self._segment_ids):
             window = self._window(item, lens_list, optical_from_world)
             if window is None:
                 continue
@@ -189,6 +207,8 @@ class RayCastRenderer:
             # colour = albedo * (ambient + strength * max(0, n.l)); clipped to 1 once, at the end.
             colour[:, v0:v1, u0:u1][:, closer] = lit + direct * np.maximum(cosine, np.float32(0.0))
             dist_view[closer] = t_hit
+            if segmentation is not None:
+                segmentation[v0:v1, u0:u1][closer] = segment_id
         if self.cfg.shadows:
             self._shadows(colour, rays, origin, dist)
         np.minimum(colour, np.float32(1.0), out=colour)
@@ -197,6 +217,7 @@ class RayCastRenderer:
         planar = colour.astype(np.uint8)
         image = cv2.merge([planar[0], planar[1], planar[2]])  # planar -> HxWx3, far faster than a transpose copy
         depth = (dist * self._optical_z).astype(np.float32) if self.cfg.depth else None
+        self.last_segmentation = segmentation
         return image, depth
 
     def _background(self, rays: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.simulation.airframe import Airframe, load_airframe
-from liquid_control.simulation.camera import CameraConfig, RayCastRenderer, intrinsics
+from liquid_control.simulation.camera import SEGMENT_NONE, CameraConfig, RayCastRenderer, intrinsics
 from liquid_control.simulation.controller import ControlLimits, VelocityController
 from liquid_control.simulation.image_effects import ImageEffects, apply_pixel_effects, blacked_out, sample_latency
 from liquid_control.simulation.quadrotor import DroneState, NoiseConfig, PhysicsOptions, QuadrotorSim, WindConfig
@@ -37,12 +37,14 @@ CRASH_TILT_COS = math.cos(math.radians(60.0))  # touching the ground tilted more
 class Frame:
     """A camera image: uint8 HxWx3 RGB, the sim time it was captured at (s), a per-episode capture
     number (dropped captures use up numbers too, so gaps reveal drops), and the float32 optical
-    z-depth (m, inf for sky) when the camera has depth enabled."""
+    z-depth (m, inf for sky) when the camera has depth enabled, and the per-pixel class image
+    (camera.SEGMENT_CLASSES) when it has segmentation enabled."""
 
     image: np.ndarray
     capture_time_s: float
     seq: int
     depth: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
 
 
 @dataclass
@@ -208,10 +210,12 @@ class DroneWorld:
             if not dropped:  # dropped frames are never rendered (saves time, same random stream)
                 image, depth = self._renderer.render(self._sim.position, np.asarray(self._sim.rotation).reshape(3, 3))
                 image = apply_pixel_effects(image, fx, self._effects_rng)
+                segmentation = self._renderer.last_segmentation
                 if fx.blackouts and blacked_out(fx, now):  # rendered anyway: the random stream stays the same
                     image = np.zeros_like(image)
                     depth = None if depth is None else np.full_like(depth, np.inf)
-                frame = Frame(image=image, capture_time_s=now, seq=self._seq, depth=depth)
+                    segmentation = None if segmentation is None else np.full_like(segmentation, SEGMENT_NONE)
+                frame = Frame(image=image, capture_time_s=now, seq=self._seq, depth=depth, segmentation=segmentation)
                 self._pending.append(_PendingFrame(frame, now + sample_latency(fx, self._effects_rng)))
         newest = None
         while self._pending and self._pending[0].delivery_time_s <= now + eps:
