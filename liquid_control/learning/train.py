@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 import yaml
 
+from liquid_control.config import ConfigError, config_from_dict
 from liquid_control.learning.augment import (AugmentConfig, apply_photometric, apply_scene, drop_mask, flip_labels,
                                              jitter_times, sample_photometric, sample_scene, timespans)
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
@@ -48,10 +48,6 @@ from liquid_control.simulation.expert import ExpertConfig
 
 # Command scale (m/s, m/s, m/s, rad/s): the expert's limits, so a scaled command is within [-1, 1].
 DEFAULT_COMMAND_SCALE = tuple(float(v) for v in ExpertConfig().limits())
-
-
-class ConfigError(ValueError):
-    """A training recipe with a missing, unknown or invalid entry; the message names the key."""
 
 
 @dataclass
@@ -131,34 +127,6 @@ class TrainConfig:
         return asdict(self)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Dataclass `cls` from a YAML mapping, recursing into dataclass fields; unknown keys are errors."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        kind = fields[name].type
-        nested = {"DataSection": DataSection, "ModelSection": ModelSection, "OptimSection": OptimSection,
-                  "DaggerSection": DaggerSection, "OutputSection": OutputSection, "AugmentConfig": AugmentConfig,
-                  "CollectSection | None": CollectSection}.get(str(kind) if not isinstance(kind, str) else kind)
-        if nested is not None and value is not None:
-            kwargs[name] = _build(nested, value, f"{where}.{name}")
-        elif name in ("contrast", "saturation", "channel_gain", "command_scale") and value is not None:
-            kwargs[name] = tuple(float(v) for v in value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML recipe; `overrides` maps dotted keys (``"optim.epochs"``) to values."""
     path = Path(path)
@@ -174,7 +142,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    config = _build(TrainConfig, data, str(path))
+    config = config_from_dict(TrainConfig, data, str(path))
     _check(config, str(path))
     return config
 
