@@ -171,6 +171,10 @@ def test_compare_tabulates_models_by_suite(tmp_path, capsys):
     assert lines[3] == "| B | 75% [65, 85] (n=4) | — |"
     with pytest.raises(ValueError, match="twice"):
         comparison_markdown([("A", [_report(train=(1, 2)), _report(train=(2, 2))])])
+    # The same label for several runs = training seeds: mean and min-max per suite.
+    seeds = comparison_markdown([("C", [_report(train=(80, 100))]), ("C", [_report(train=(90, 100))]),
+                                 ("C", [_report(train=(70, 100), ood_range=(5, 10))])])
+    assert seeds.splitlines()[2] == "| C | 80% (70-90, 3 seeds) | 50% (50-50, 1 seeds) |"
 
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_report(train=(9, 10))))

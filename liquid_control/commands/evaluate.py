@@ -8,7 +8,8 @@
 Images -> perception -> policy -> flight controller through the policy node's own loop and the
 deployed runtimes, recurrent state carried (evaluation/closed_loop.py). Episode k of
 a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
---compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite.
+--compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite;
+the same LABEL given again is another training seed of that model (cells: mean and min-max over seeds).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model file (.safetensors) with perception + policy")
     parser.add_argument("--compare", action="append", default=None, metavar="LABEL=REPORT.json[,REPORT2.json]",
-                        help="instead of flying: one table row per model from earlier --json reports")
+                        help="instead of flying: one table row per model from earlier --json reports; "
+                             "repeat a LABEL for its other training seeds")
     parser.add_argument("--suite", action="append", default=None,
                         help="suite name or path; repeat for several (default: train)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per scenario (default: the suite's)")
