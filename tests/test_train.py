@@ -240,3 +240,28 @@ def test_train_from_rosbags_alone_or_mixed_with_simulator_shards(tmp_path, repo_
     # Every bag (and shard) became an episode: "data: N training episodes (...), M validation episodes".
     counts = re.search(r"data: (\d+) training episodes .*?, (\d+) validation episodes", printed.err)
     assert counts and int(counts[1]) + int(counts[2]) == 2 + 2 * with_sim_data, printed.err
+
+
+def test_init_from_copies_a_model_files_weights_and_refuses_other_networks(tmp_path, repo_root):
+    from liquid_control.config import ConfigError
+    from liquid_control.learning.train import initialise_from
+    from liquid_control.models import save_model
+
+    config = load_config(repo_root / "config" / "train_tiny.yaml")
+    torch.manual_seed(1)
+    source_perception, source_policy = build_models(config)
+    path = tmp_path / "start.safetensors"
+    save_model(path, policy=source_policy, perception=source_perception)
+    torch.manual_seed(2)
+    perception, policy = build_models(config)
+    assert not torch.equal(perception.head.weight, source_perception.head.weight)
+    initialise_from(perception, policy, str(path))
+    for mine, theirs in zip([*perception.parameters(), *policy.parameters()],
+                            [*source_perception.parameters(), *source_policy.parameters()]):
+        assert torch.equal(mine, theirs)
+    wider = load_config(repo_root / "config" / "train_tiny.yaml", {"model.perception.feature_size": 6})
+    other_perception, other_policy = build_models(wider)
+    with pytest.raises(ConfigError, match="other networks"):
+        initialise_from(other_perception, other_policy, str(path))
+    with pytest.raises(ConfigError, match="init_from"):
+        initialise_from(perception, policy, str(tmp_path / "missing.safetensors"))

@@ -79,6 +79,9 @@ class ModelSection:
     policy: dict[str, Any] = field(default_factory=dict)  # extra PolicyConfig fields for policy_for_budget
     perception: dict[str, Any] = field(default_factory=lambda: {"height": 48, "width": 64})
     command_scale: tuple[float, ...] = DEFAULT_COMMAND_SCALE
+    # A model file to start from (fine-tuning, e.g. on real-drone bags); its networks must match the
+    # ones this section builds. None: random initialisation.
+    init_from: str | None = None
 
 
 @dataclass
@@ -358,6 +361,23 @@ def build_models(config: TrainConfig) -> tuple[FeatureExtractor, PolicyModel]:
     return FeatureExtractor(perception_config), policy
 
 
+def initialise_from(perception: FeatureExtractor, policy: PolicyModel, path: str) -> None:
+    """Copy a model file's weights into freshly built networks; ConfigError unless they match."""
+    from liquid_control.models.model_file import ModelFileError, load_model
+
+    try:
+        bundle = load_model(path)
+    except ModelFileError as exc:
+        raise ConfigError(f"model.init_from: {exc}") from exc
+    if bundle.perception is None or bundle.policy is None:
+        raise ConfigError(f"model.init_from: {path} must hold both a perception and a policy model")
+    if bundle.perception_config != perception.config or bundle.policy_config != policy.config:
+        raise ConfigError(f"model.init_from: {path} has other networks than the recipe builds "
+                          f"({bundle.perception_config} / {bundle.policy_config})")
+    perception.load_state_dict(bundle.perception.state_dict())
+    policy.load_state_dict(bundle.policy.state_dict())
+
+
 def _maybe_collect(config: TrainConfig, progress: bool) -> dict[str, Any] | None:
     section = config.data.collect
     if section is None:
@@ -388,6 +408,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     collection = _maybe_collect(config, progress)
     perception, policy = build_models(config)
+    if config.model.init_from is not None:
+        initialise_from(perception, policy, config.model.init_from)
     pc = perception.config
     episodes = load_episodes(config.data.sources, pc.height, pc.width, config.data.image_topic,
                              config.data.command_topic)
