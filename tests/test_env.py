@@ -11,7 +11,8 @@ from liquid_control.simulation.env import ENV_SCENARIOS, LiquidControlEnv
 from liquid_control.simulation.episode import (
     EpisodeConfig, ExpertController, PerturbedController, run_episode, run_expert_episode, scene_from_spec,
 )
-from liquid_control.simulation.scenario import load_scenario, sample_episode
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import load_scenario
 
 
 @pytest.fixture(scope="module")

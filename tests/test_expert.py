@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from liquid_control.simulation.expert import Expert, ExpertConfig, Perturbation, PerturbationConfig
-from liquid_control.simulation.scenario import load_scenario, sample_episode
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import load_scenario
 from liquid_control.simulation.tasks import make_task, wrap_angle
 from tests.test_tasks import DT, Camera, state
 

@@ -5,9 +5,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from liquid_control.simulation.scenario import (
-    ScenarioError, list_suites, load_scenario, load_suite, sample_episode,
-)
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import ScenarioError, load_scenario
+from liquid_control.simulation.suite import list_suites, load_suite
 
 OOD_SUITES = ["ood_appearance", "ood_lighting", "ood_distractors", "ood_range", "ood_dynamics", "ood_timing"]
 TIME_SUITES = ["occlusion", "variable_rate"]  # tasks where time matters: also one factor each

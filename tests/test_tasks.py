@@ -6,7 +6,8 @@ import pytest
 
 from liquid_control.simulation.camera import CameraConfig
 from liquid_control.simulation.quadrotor import DroneState
-from liquid_control.simulation.scenario import load_scenario, sample_episode
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import load_scenario
 from liquid_control.simulation.tasks import (
     Chase, FlyToTarget, TargetLoop, make_task, project_point, rotation_from_rpy,
 )

@@ -9,9 +9,8 @@ import pytest
 from liquid_control.simulation import CameraConfig, DroneWorld, ImageEffects, SceneConfig, SceneObject
 from liquid_control.simulation.episode import EpisodeConfig, ExpertController, effects_from_spec, run_episode
 from liquid_control.simulation.occlusion import MAX_PASS_S
-from liquid_control.simulation.scenario import (
-    OCCLUSION_MIN_GAP_S, OcclusionEvent, ScenarioError, load_scenario, sample_episode,
-)
+from liquid_control.simulation.sampling import OCCLUSION_MIN_GAP_S, OcclusionEvent, sample_episode
+from liquid_control.simulation.scenario import ScenarioError, load_scenario
 from liquid_control.simulation.tasks import project_point
 
 SMALL = CameraConfig(width=64, height=48)

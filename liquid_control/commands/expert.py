@@ -111,7 +111,8 @@ def save_video(frames: list, path: Path, fps: float, scale: int = 2) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.simulation.scenario import ScenarioError, load_suite
+    from liquid_control.simulation.scenario import ScenarioError
+    from liquid_control.simulation.suite import load_suite
 
     if args.episodes is not None and args.episodes < 1:
         print("error: --episodes must be >= 1", file=sys.stderr)

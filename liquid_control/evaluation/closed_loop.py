@@ -244,7 +244,7 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
     from tqdm import tqdm
 
     from liquid_control.models.model_file import load_model
-    from liquid_control.simulation.scenario import load_suite
+    from liquid_control.simulation.suite import load_suite
 
     if workers < 1:
         raise ValueError(f"evaluate: workers must be >= 1, got {workers}")

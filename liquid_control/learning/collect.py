@@ -144,7 +144,7 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
     """Collect a suite into `out_dir` (one shard per episode), skipping shards that already exist."""
     from tqdm import tqdm
 
-    from liquid_control.simulation.scenario import load_suite
+    from liquid_control.simulation.suite import load_suite
 
     if workers < 1:
         raise ValueError(f"collect: workers must be >= 1, got {workers}")

@@ -28,7 +28,8 @@ import numpy as np
 from gymnasium import spaces
 
 from liquid_control.simulation.episode import Episode, EpisodeConfig, ExpertController, Observation, command_limits
-from liquid_control.simulation.scenario import Scenario, load_scenario, sample_episode
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import Scenario, load_scenario
 
 ENV_SCENARIOS = {
     "LiquidControl/FlyToTarget-v0": "train_fly_to_target",

@@ -31,7 +31,8 @@ from liquid_control.simulation.expert import Expert, ExpertConfig, Perturbation,
 from liquid_control.simulation.image_effects import ImageEffects
 from liquid_control.simulation.occlusion import blackout_windows, occluder_centre, parked_centre
 from liquid_control.simulation.quadrotor import DroneState, WindConfig
-from liquid_control.simulation.scenario import EpisodeSpec, Scenario, sample_episode
+from liquid_control.simulation.sampling import EpisodeSpec, sample_episode
+from liquid_control.simulation.scenario import Scenario
 from liquid_control.simulation.tasks import SuccessConfig, make_task, world_from_body
 from liquid_control.simulation.world import GroundConfig, LightConfig, SceneConfig, SceneObject, SkyConfig
 

@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from liquid_control.simulation.scenario import OcclusionEvent
+from liquid_control.simulation.sampling import OcclusionEvent
 
 LENS_CLEARANCE_M = 0.15  # the camera must stay outside the cylinder (inside, it would see its far wall)
 TARGET_CLEARANCE_M = 0.05

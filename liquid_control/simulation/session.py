@@ -26,7 +26,8 @@ from liquid_control.simulation.camera import CameraConfig
 from liquid_control.simulation.drone_world import Frame
 from liquid_control.simulation.episode import Episode, EpisodeConfig
 from liquid_control.simulation.quadrotor import DroneState
-from liquid_control.simulation.scenario import Scenario, load_scenario, sample_episode
+from liquid_control.simulation.sampling import sample_episode
+from liquid_control.simulation.scenario import Scenario, load_scenario
 
 PHYSICS_HZ = 240
 

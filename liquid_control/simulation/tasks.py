@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from liquid_control.simulation.camera import NEAR_M, CameraConfig, project
-from liquid_control.simulation.scenario import EpisodeSpec
+from liquid_control.simulation.sampling import EpisodeSpec
 
 
 class StateLike(Protocol):
