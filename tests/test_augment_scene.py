@@ -8,7 +8,7 @@ import torch
 from liquid_control.learning.augment import (GROUND, OTHER, SKY, TARGET, AugmentConfig, SceneDraw, apply_scene,
                                              flip_labels, sample_scene)
 from liquid_control.learning.dataset import EpisodeData, read_shard, write_shard
-from liquid_control.learning.train import AUX_SIZE, StreamSampler, aux_loss, aux_targets
+from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, aux_targets
 from liquid_control.simulation import CameraConfig, RayCastRenderer
 from liquid_control.simulation.camera import SEGMENT_GROUND, SEGMENT_OTHER, SEGMENT_SKY, SEGMENT_TARGET
 from liquid_control.simulation.world import SceneConfig, SceneObject

@@ -83,7 +83,8 @@ def test_collect_cli(tmp_path, tiny_suite, capsys):
 def test_dagger_episode_flies_the_policy_and_stores_expert_labels(tmp_path, repo_root):
     import torch
 
-    from liquid_control.learning.train import build_models, load_config
+    from liquid_control.learning.recipe import load_config
+    from liquid_control.learning.train import build_models
     from liquid_control.models import save_model
 
     torch.manual_seed(0)

@@ -79,7 +79,7 @@ def test_model_configs_round_trip_and_refuse_unknown_keys(cls):
 
 def test_the_training_recipes_read_with_the_same_base():
     """Every shipped recipe reads into TrainConfig (tuples from YAML lists); unknown keys are named."""
-    from liquid_control.learning.train import TrainConfig, load_config
+    from liquid_control.learning.recipe import TrainConfig, load_config
 
     for recipe in sorted((REPO / "config").glob("train_*.yaml")):
         config = load_config(recipe)

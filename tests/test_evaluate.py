@@ -9,7 +9,8 @@ import pytest
 from liquid_control.cli import main as cli_main
 from liquid_control.evaluation.closed_loop import PolicyController, evaluate_suites, summarise
 from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
-from liquid_control.learning.train import build_models, load_config
+from liquid_control.learning.recipe import load_config
+from liquid_control.learning.train import build_models
 from liquid_control.models import save_model
 from liquid_control.simulation.drone_world import Frame
 from liquid_control.simulation.episode import Observation

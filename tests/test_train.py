@@ -11,8 +11,10 @@ import torch
 from liquid_control.learning.augment import (AugmentConfig, Photometric, apply_photometric, drop_mask, jitter_times,
                                              sample_photometric, timespans)
 from liquid_control.learning.dataset import EpisodeData, shard_name, write_shard
-from liquid_control.learning.train import (ConfigError, StreamSampler, build_models, evaluate_loss, load_config,
-                                           train)
+from liquid_control.config import ConfigError
+from liquid_control.learning.recipe import load_config
+from liquid_control.learning.sampler import StreamSampler
+from liquid_control.learning.train import build_models, evaluate_loss, train
 from liquid_control.models import load_model
 
 PERIOD = 1.0 / 30.0

@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from liquid_control.learning.dataset import DatasetError
-    from liquid_control.learning.train import ConfigError, load_config, train
+    from liquid_control.config import ConfigError
+    from liquid_control.learning.recipe import load_config
+    from liquid_control.learning.train import train
 
     overrides = {}
     for item in args.set:

@@ -1,0 +1,140 @@
+"""Training recipes: the YAML file `liquid-control train --config` reads (config/train_*.yaml).
+
+Every key is a field of the dataclasses below (unknown keys are errors naming the key, via
+`liquid_control.config.config_from_dict`); `load_config` reads a file with dotted overrides
+(`--set optim.epochs=2`) and checks the values.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from liquid_control.config import ConfigError, config_from_dict
+from liquid_control.learning.augment import AugmentConfig
+from liquid_control.simulation.expert import ExpertConfig
+
+# Command scale (m/s, m/s, m/s, rad/s): the expert's limits, so a scaled command is within [-1, 1].
+DEFAULT_COMMAND_SCALE = tuple(float(v) for v in ExpertConfig().limits())
+
+
+@dataclass
+class CollectSection:
+    """Collect data into data.sources[0] before training (skipped episodes that exist already)."""
+
+    suite: str = "train"
+    episodes: int | None = None  # per scenario; None: the suite's counts
+    workers: int = 2
+    seed: int = 0
+    perturbed_fraction: float = 0.7
+    duration_s: float | None = None
+
+
+@dataclass
+class DataSection:
+    sources: list[str] = field(default_factory=lambda: ["runs/data/sim_train"])
+    collect: CollectSection | None = None
+    validation_fraction: float = 0.1
+    image_topic: str | None = None  # for rosbag2 sources (None: auto-detect)
+    command_topic: str | None = None
+    frame_period_s: float = 1.0 / 30.0  # nominal camera frame period (s); timespans are divided by it
+
+
+@dataclass
+class ModelSection:
+    kind: str = "cfc"
+    param_budget: int = 20000
+    policy: dict[str, Any] = field(default_factory=dict)  # extra PolicyConfig fields for policy_for_budget
+    perception: dict[str, Any] = field(default_factory=lambda: {"height": 48, "width": 64})
+    command_scale: tuple[float, ...] = DEFAULT_COMMAND_SCALE
+    # A model file to start from (fine-tuning, e.g. on real-drone bags); its networks must match the
+    # ones this section builds. None: random initialisation.
+    init_from: str | None = None
+
+
+@dataclass
+class OptimSection:
+    epochs: int = 10
+    batch_size: int = 16
+    sequence_length: int = 32
+    learning_rate: float = 3e-3
+    final_learning_rate: float = 1e-4
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0
+    random_start_prob: float = 0.5  # a new stream starts mid-episode (zero state) with this probability
+    max_minutes: float | None = None  # stop early (keeping the best epoch) after this much training time
+    threads: int = 2
+    aux_weight: float = 0.0  # weight of the auxiliary target-geometry loss on the features (0 = off)
+
+
+@dataclass
+class DaggerSection:
+    rounds: int = 0
+    suite: str = "train"
+    episodes: int = 5  # per scenario and round
+    epochs: int = 2  # training epochs after each round
+    workers: int = 2
+    seed: int = 100000  # seeds of DAgger episodes start here (disjoint from the expert data)
+
+
+@dataclass
+class OutputSection:
+    model: str = "runs/model.safetensors"
+    run_dir: str = "runs/train"
+
+
+@dataclass
+class TrainConfig:
+    name: str = "cfc"
+    seed: int = 0
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dagger: DaggerSection = field(default_factory=DaggerSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML recipe; `overrides` maps dotted keys (``"optim.epochs"``) to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"training config {path}: not valid YAML ({exc})") from exc
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    config = config_from_dict(TrainConfig, data, str(path))
+    _check(config, str(path))
+    return config
+
+
+def _check(config: TrainConfig, where: str) -> None:
+    o = config.optim
+    problems = []
+    if o.epochs < 1 or o.batch_size < 1 or o.sequence_length < 2:
+        problems.append("optim: epochs and batch_size must be >= 1 and sequence_length >= 2")
+    if not (o.learning_rate > 0 and o.final_learning_rate > 0):
+        problems.append("optim: learning rates must be > 0")
+    if o.threads < 1:
+        problems.append("optim.threads must be >= 1")
+    if not 0.0 <= o.aux_weight < 1e3:
+        problems.append("optim.aux_weight must be in [0, 1000)")
+    if not config.data.sources:
+        problems.append("data.sources must list at least one shard directory, shard or bag")
+    if len(config.model.command_scale) != 4 or not all(v > 0 for v in config.model.command_scale):
+        problems.append("model.command_scale must be 4 positive numbers")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
