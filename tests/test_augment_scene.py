@@ -10,7 +10,6 @@ from liquid_control.learning.augment import (GROUND, OTHER, SKY, TARGET, Augment
 from liquid_control.learning.dataset import EpisodeData, read_shard, write_shard
 from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, aux_targets
 from liquid_control.simulation import CameraConfig, RayCastRenderer
-from liquid_control.simulation.camera import SEGMENT_GROUND, SEGMENT_OTHER, SEGMENT_SKY, SEGMENT_TARGET
 from liquid_control.simulation.world import SceneConfig, SceneObject
 
 RED = np.array([220, 20, 20], np.uint8)
@@ -27,10 +26,6 @@ def striped_sequence(frames=3, h=12, w=16):
     images[:, 4:7, 2:5], seg[:, 4:7, 2:5] = RED, TARGET
     images[:, 4:7, 10:13], seg[:, 4:7, 10:13] = (20, 20, 200), OTHER
     return images, seg
-
-
-def test_segment_classes_agree_between_renderer_and_augmentation():
-    assert (SEGMENT_SKY, SEGMENT_GROUND, SEGMENT_TARGET, SEGMENT_OTHER) == (SKY, GROUND, TARGET, OTHER)
 
 
 def test_renderer_segmentation_marks_sky_ground_target_and_others_without_changing_pixels():

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liquid_control.inference.loop import timespan
+
 METHODS = ("vbp", "ig")
 IG_TARGETS = ("norm", "vx", "vy", "vz", "yaw_rate")
 IG_BASELINES = ("black", "blur")
@@ -177,7 +179,7 @@ def replay_policy(perception: nn.Module, policy: nn.Module, inputs: torch.Tensor
     if inputs.shape[0] != times.size or times.size == 0:
         raise ValueError(f"replay_policy: {inputs.shape[0]} images but {times.size} capture times")
     spans = np.ones(times.size)
-    spans[1:] = np.maximum(np.diff(times), 0.0) / float(policy.config.frame_period_s)
+    spans[1:] = timespan(np.diff(times), float(policy.config.frame_period_s))  # the package's one rule
     features = torch.cat([perception(inputs[i:i + 64]) for i in range(0, inputs.shape[0], 64)])
     state = policy.initial_state(1)
     before, after, commands = [], [], []

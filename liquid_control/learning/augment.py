@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from liquid_control.inference.loop import timespan
+from liquid_control.simulation.camera import SEGMENT_GROUND, SEGMENT_OTHER, SEGMENT_SKY, SEGMENT_TARGET
+
 # ITU-R BT.601 luma weights: the grey that saturation interpolates towards.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -149,7 +152,7 @@ def apply_photometric(images: np.ndarray, params: Photometric, rng: np.random.Ge
 
 
 # --------------------------------------------------------------------------- scene
-SKY, GROUND, TARGET, OTHER = 0, 1, 2, 3  # = simulation.camera.SEGMENT_CLASSES (no simulation import here)
+SKY, GROUND, TARGET, OTHER = SEGMENT_SKY, SEGMENT_GROUND, SEGMENT_TARGET, SEGMENT_OTHER
 RECOLOURED_CLASSES = (SKY, GROUND, OTHER)
 
 
@@ -257,8 +260,6 @@ def jitter_times(times_s: np.ndarray, std_s: float, rng: np.random.Generator,
 
 def timespans(times_s: np.ndarray, frame_period_s: float, first: float = 1.0) -> np.ndarray:
     """Timespans in nominal frame periods between consecutive capture times; `first` for frame 0."""
-    from liquid_control.inference.loop import timespan
-
     times = np.asarray(times_s, dtype=np.float64)
     spans = np.empty(times.shape, dtype=np.float32)
     spans[1:] = timespan(np.diff(times), frame_period_s)  # unclipped (raises for a period <= 0)
