@@ -35,7 +35,7 @@ def _obs(time_s, frame):
 
 def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model):
     """The deployed loop behind the sim's Controller interface (its rules in full: test_one_deploy_loop.py)."""
-    controller = PolicyController(tiny_model, backend="torch")
+    controller = PolicyController.from_model(tiny_model, backend="torch")
     perception = PerceptionRuntime(tiny_model, backend="torch")
     reference = PolicyRuntime(tiny_model, backend="torch")
     rng = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def test_controller_uses_capture_time_timespans_holds_and_fails_safe(tiny_model)
 def test_fixed_timespan_ablation_replaces_the_real_timespans(tiny_model):
     perception = PerceptionRuntime(tiny_model, backend="torch")
     reference = PolicyRuntime(tiny_model, backend="torch")
-    controller = PolicyController(tiny_model, backend="torch", fixed_timespan=1.0)
+    controller = PolicyController.from_model(tiny_model, backend="torch", fixed_timespan=1.0)
     rng = np.random.default_rng(1)
     captures = [0.0, 3 * PERIOD, 3.5 * PERIOD]  # irregular: real timespans would be 1, 3, 0.5
     for k, capture in enumerate(captures):
@@ -82,7 +82,7 @@ def test_fixed_timespan_ablation_replaces_the_real_timespans(tiny_model):
                                    rtol=1e-5, atol=1e-6)
     assert controller.timespans == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="fixed_timespan"):
-        PolicyController(tiny_model, backend="torch", fixed_timespan=-1.0)
+        PolicyController.from_model(tiny_model, backend="torch", fixed_timespan=-1.0)
 
 
 def test_summary_row_known_answer():

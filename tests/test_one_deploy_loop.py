@@ -92,7 +92,7 @@ def run_node_calls(events, rows, policy):
 
 
 def run_closed_loop(events, rows, policy):
-    controller = PolicyController.from_runtimes(ScriptedPerception(rows), policy)
+    controller = PolicyController(ScriptedPerception(rows), policy)
     per_tick = []
     for k, event in enumerate(events):
         now = T0 + k * PERIOD

@@ -98,7 +98,7 @@ def frames_from_scenario(model: Path, scenario_name: str, seed: int, duration_s:
     steps = int(math.ceil((duration_s or scenario.duration_s) * config.control_hz))
     with tqdm(total=steps, desc=f"flying {scenario.name} #{seed}", unit="step", disable=not progress,
               file=sys.stderr) as bar:
-        recorder = _FrameRecorder(PolicyController(model, backend=backend), bar)
+        recorder = _FrameRecorder(PolicyController.from_model(model, backend=backend), bar)
         result = run_episode((scenario, seed), recorder, None, config)
         bar.total = bar.n  # the episode may end early (success, crash)
         bar.refresh()

@@ -38,8 +38,19 @@ class PolicyController:
     (frames perception rejected + policy steps that failed, each flown as hover); `watchdog_trips`.
     """
 
-    def __init__(self, model: str | Path, backend: str = "auto", policy_source: str | Path | None = None,
-                 fixed_timespan: float | None = None, loop_config: Optional[PolicyLoopConfig] = None) -> None:
+    def __init__(self, perception: Any, policy: Any, loop_config: Optional[PolicyLoopConfig] = None,
+                 fixed_timespan: float | None = None) -> None:
+        """Over loaded runtimes (`features(image, encoding)`; `step`, `reset`); `loop_config` defaults to
+        config/policy.yaml's settings, `fixed_timespan` is checked by PolicyLoop."""
+        self.perception, self.policy = perception, policy
+        self.loop_config = loop_config or PolicyLoopConfig()
+        self.fixed_timespan = fixed_timespan
+        self.reset(None)
+
+    @classmethod
+    def from_model(cls, model: str | Path, backend: str = "auto", policy_source: str | Path | None = None,
+                   fixed_timespan: float | None = None,
+                   loop_config: Optional[PolicyLoopConfig] = None) -> "PolicyController":
         """`model`: a model file (both networks), or the perception .onnx when `policy_source` (the
         policy .onnx) is given: exported once, these load in well under a second per worker."""
         from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime, check_pair
@@ -47,22 +58,7 @@ class PolicyController:
         perception = PerceptionRuntime(model, backend=backend)
         policy = PolicyRuntime(policy_source or model, backend=backend)
         check_pair(perception, policy)
-        self._start(perception, policy, loop_config, fixed_timespan)
-
-    @classmethod
-    def from_runtimes(cls, perception: Any, policy: Any, loop_config: Optional[PolicyLoopConfig] = None,
-                      fixed_timespan: float | None = None) -> "PolicyController":
-        """A controller over already loaded runtimes (`features(image, encoding)`; `step`, `reset`)."""
-        controller = cls.__new__(cls)
-        controller._start(perception, policy, loop_config, fixed_timespan)
-        return controller
-
-    def _start(self, perception: Any, policy: Any, loop_config: Optional[PolicyLoopConfig],
-               fixed_timespan: float | None) -> None:
-        self.perception, self.policy = perception, policy
-        self.loop_config = loop_config or PolicyLoopConfig()  # = config/policy.yaml
-        self.fixed_timespan = fixed_timespan  # (checked by PolicyLoop)
-        self.reset(None)
+        return cls(perception, policy, loop_config, fixed_timespan)
 
     def reset(self, spec: Any) -> None:
         """A new episode: fresh loop, gate and hidden state (the sim clock restarts)."""
@@ -106,8 +102,8 @@ def _init_worker(model: str, backend: str, policy_source: str | None = None,
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["controller"] = PolicyController(model, backend=backend, policy_source=policy_source,
-                                             fixed_timespan=fixed_timespan)
+    _WORKER["controller"] = PolicyController.from_model(model, backend=backend, policy_source=policy_source,
+                                                        fixed_timespan=fixed_timespan)
 
 
 def _runtime_backend(backend: str) -> str:

@@ -74,7 +74,7 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
     if config.policy_path is not None:
         from liquid_control.evaluation.closed_loop import PolicyController
 
-        controller: Any = PolicyController(config.policy_path, backend=config.policy_backend)
+        controller: Any = PolicyController.from_model(config.policy_path, backend=config.policy_backend)
         labeller = ExpertController(episode_config.camera)
         mode = "dagger"
     elif is_perturbed(seed, config.perturbed_fraction):
