@@ -20,12 +20,11 @@ Timing (benchmarks/node_loop.py, docs/BENCHMARKS.md "Node loop"): /diagnostics i
 tail of a control tick (right after its command, so it never delays the next tick) rather than from a
 second timer that fires together with a control tick once a second; with step_on_arrival a frame that
 arrives less than ARRIVAL_GUARD_S before the next tick is left for that tick (PolicyLoop.frame_arrived),
-so inference never runs across a tick's due time; main() freezes the start-up objects out of the garbage
+so inference never runs across a tick's due time; spin_node (nodes/common.py) freezes the start-up objects out of the garbage
 collector (a full collection over torch/onnxruntime's objects took ~80 ms here).
 """
 # No `from __future__ import annotations`: rclpy finds the TimerInfo argument of a timer callback
 # by comparing the real annotation object.
-import gc
 import sys
 
 from geometry_msgs.msg import TwistStamped
@@ -145,17 +144,8 @@ class PolicyNode(Node):
         self.diagnostics.publish(make_status("policy", level, message, values))
 
 
-def build_node_and_freeze_gc() -> PolicyNode:
-    """The node, then every object made so far moved out of the collector's reach (gc.freeze):
-    later full collections no longer walk torch/onnxruntime's ~180K start-up objects (~80 ms each)."""
-    node = PolicyNode()
-    gc.collect()
-    gc.freeze()
-    return node
-
-
 def main(args: list[str] | None = None) -> int:
-    return spin_node(build_node_and_freeze_gc, args)
+    return spin_node(PolicyNode, args)
 
 
 if __name__ == "__main__":
