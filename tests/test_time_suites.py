@@ -242,3 +242,22 @@ def test_variable_rate_chase_delivers_irregular_real_capture_times():
         assert abs(gap - expected) <= control_period + 1e-6, (capture, rate, gap)
     assert gaps.min() < 0.04 and gaps.max() > 0.09  # the time between frames really changes
     assert len(np.unique(np.round(gaps, 3))) >= 3
+
+
+def test_blacked_out_frames_carry_no_scene_classes():
+    """Training recolours by class: a black frame must say it shows nothing (SEGMENT_NONE), not sky."""
+    from liquid_control.simulation.camera import SEGMENT_NONE, SEGMENT_TARGET
+
+    event = OcclusionEvent("blackout", start_s=1.0, duration_s=0.5)
+    camera = CameraConfig(width=64, height=48, segmentation=True)
+    config = EpisodeConfig(camera=camera, keep_frames=True, duration_s=2.0)
+    result = run_episode(plain_fly_spec(occlusions=(event,)), ExpertController(camera), config=config)
+    inside = outside = 0
+    for frame in (f for f in result.frames if f is not None):
+        if event.start_s <= frame.capture_time_s <= event.end_s:
+            assert (frame.segmentation == SEGMENT_NONE).all()
+            inside += 1
+        else:
+            assert (frame.segmentation != SEGMENT_NONE).all() and (frame.segmentation == SEGMENT_TARGET).any()
+            outside += 1
+    assert inside == 15 and outside > 20
