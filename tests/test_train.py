@@ -13,7 +13,7 @@ from liquid_control.learning.augment import (AugmentConfig, Photometric, apply_p
 from liquid_control.learning.dataset import EpisodeData, shard_name, write_shard
 from liquid_control.config import ConfigError
 from liquid_control.learning.recipe import load_config
-from liquid_control.learning.sampler import StreamSampler
+from liquid_control.learning.sampler import StreamSampler, prefetched
 from liquid_control.learning.train import build_models, evaluate_loss, train
 from liquid_control.models import load_model
 
@@ -113,6 +113,23 @@ def test_stream_sampler_drops_frames_and_lengthens_timespans():
     gaps = np.diff(batch.labels[0, :, 0])  # labels hold the frame index
     np.testing.assert_allclose(spans, gaps, rtol=1e-5)  # timespan == frames elapsed
     assert spans.max() >= 2.0
+
+
+def test_prefetched_batches_are_the_same_stream_as_direct_calls():
+    def make():
+        return StreamSampler([_episode(90), _episode(50)], batch_size=3, sequence_length=8,
+                             augment=AugmentConfig(frame_drop_prob=0.2), frame_period_s=PERIOD,
+                             random_start_prob=0.5, rng=np.random.default_rng(7))
+
+    direct, ahead = make(), make()
+    expected = [direct.next_batch() for _ in range(6)]
+    got = list(prefetched(ahead.next_batch, 6))
+    assert len(got) == 6
+    for a, b in zip(expected, got):
+        for field in ("images", "timespans", "labels", "mask", "reset"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    # exactly `count` batches drawn: the next one is the 7th of the direct stream
+    np.testing.assert_array_equal(direct.next_batch().labels, ahead.next_batch().labels)
 
 
 # --------------------------------------------------------------------------- recipe
