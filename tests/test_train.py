@@ -150,11 +150,14 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
 def test_baseline_recipes_have_equal_budgets_and_the_same_recipe(repo_root):
     from liquid_control.models import count_trainable
 
-    configs = {k: load_config(repo_root / "config" / f"train_{k}.yaml") for k in ("cfc", "lstm", "gru", "mlp")}
+    names = ("cfc", "lstm", "gru", "mlp", "lstm_time", "gru_time")
+    configs = {k: load_config(repo_root / "config" / f"train_{k}.yaml") for k in names}
     counts = {}
-    for kind, config in configs.items():
+    for name, config in configs.items():
+        kind = name.removesuffix("_time")
         assert config.model.kind == kind
-        counts[kind] = count_trainable(build_models(config)[1])
+        assert config.model.policy == ({"rnn_time_input": True} if name.endswith("_time") else {})
+        counts[name] = count_trainable(build_models(config)[1])
         # Same data, optimiser and augmentation as the CfC recipe.
         assert config.data == configs["cfc"].data and config.optim == configs["cfc"].optim
         assert config.augment == configs["cfc"].augment and config.dagger == configs["cfc"].dagger
