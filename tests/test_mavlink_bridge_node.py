@@ -447,3 +447,30 @@ def test_vehicle_state_becomes_enu_flu_odometry_battery_and_feeds_the_geofence()
         px4.send("position 1.0 3.0 -1.0 0.0 0.0 0.0")
         assert wait_until(lambda: setpoint_is(px4, 0.0, -0.4, 0.0, 0.0)), latest_setpoint(px4)
         assert wait_until(lambda: any("outside geofence" in s.message for s in probe.diagnostics))
+
+
+def test_tf_transform_is_the_odometry_pose_and_its_availability_is_reported():
+    from liquid_control.deploy.vehicle_state import Attitude, LocalPosition, odometry
+    from liquid_control.nodes.vehicle_msgs import tf_message_class, transform_msg
+
+    odom = odometry(LocalPosition((1.0, 2.0, -3.0), (0.0, 0.0, 0.0), 0.0), Attitude(0.0, 0.0, 0.0, (0, 0, 0), 0.0))
+    msg = transform_msg(odom, rclpy.time.Time(seconds=5).to_msg(), "odom", "base_link")
+    t, r = msg.transform.translation, msg.transform.rotation
+    assert (msg.header.frame_id, msg.child_frame_id, msg.header.stamp.sec) == ("odom", "base_link", 5)
+    assert (t.x, t.y, t.z) == pytest.approx((2.0, 1.0, 3.0)) and (r.x, r.y, r.z, r.w) == pytest.approx(odom.orientation)
+    tf_class = tf_message_class()
+    with AutopilotProcess("px4", heartbeat_hz=10.0) as px4, running_bridge(px4) as (bridge, probe):
+        received = []
+        if tf_class is not None:  # a ROS install: the transform goes out on /tf
+            probe.node.create_subscription(tf_class, "/tf", received.append, 100)
+        px4.send("position 1.0 2.0 -3.0 0.0 0.0 0.0")
+        px4.send("attitude 0.0 0.0 0.0 0.0 0.0 0.0")
+        assert wait_until(lambda: probe.diagnostics)
+        values = dict((kv.key, kv.value) for kv in probe.diagnostics[-1].values)
+        if tf_class is None:  # pip-only rclpy (no tf2_msgs wheel): no TF, and the bridge says so
+            assert values["tf"] == "unavailable: tf2_msgs not installed"
+        else:
+            assert values["tf"] == "on"
+            assert wait_until(lambda: received)
+            tf = received[-1].transforms[0]
+            assert (tf.child_frame_id, tf.transform.translation.x) == ("base_link", pytest.approx(2.0))
