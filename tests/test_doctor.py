@@ -108,12 +108,23 @@ def parse_table(text: str) -> dict[str, tuple[str, str]]:
 
 def test_doctor_against_the_sim_graph_and_the_test_autopilot(harness, tiny_node_model, repo_root):
     pytest.importorskip("rclpy")
+    import re
+    import time
+
+    from sensor_msgs.msg import Image
+
+    from liquid_control.nodes.common import qos_profile
+    from liquid_control.interfaces.topics import SENSOR_QOS
     from liquid_control.nodes.sim_node import SimNode
     from mavlink_test_autopilot import CLOCK_OFFSET_S, AutopilotProcess
     from node_helpers import overrides
 
     harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
         camera_width=64, camera_height=48, real_time_factor=1.0, duration_s=60.0)))  # 4:3 at the training FOV
+    probe = harness.node("doctor_test_probe")
+    received = []  # what the sim really delivered, to compare the doctor's rate with
+    probe.create_subscription(Image, "camera/image_raw", lambda m: received.append(time.monotonic()),
+                              qos_profile(SENSOR_QOS, 100))
     with AutopilotProcess("px4", heartbeat_hz=5.0) as px4:
         proc = subprocess.Popen(
             [sys.executable, "-m", "liquid_control.cli", "doctor", "--model", str(tiny_node_model), "--backend",
@@ -130,19 +141,27 @@ def test_doctor_against_the_sim_graph_and_the_test_autopilot(harness, tiny_node_
         assert px4.events("timesync")
     table = parse_table(out)
     assert "Traceback" not in err, err
-    assert proc.returncode == 0, out + err
+    statuses = {status for status, _ in table.values()}
+    assert proc.returncode == (1 if pf.FAIL in statuses else 0), out
     assert table["ros"][0] in (pf.PASS, pf.WARN) and "rmw_" in table["ros"][1]
     assert table["camera encoding"] == (pf.PASS, "rgb8")
     assert table["camera resolution"][0] == pf.PASS and "64x48, network 32x24" in table["camera resolution"][1]
     assert table["camera fov"][0] == pf.PASS and table["camera fov"][1].startswith("vertical 60.0 deg")
+    # the rate the doctor measured is the rate the sim delivered (a busy host slows the sim: judge consistency)
     rate = float(table["camera rate"][1].split(" Hz")[0])
-    assert table["camera rate"][0] in (pf.PASS, pf.WARN) and rate > 15.0, table["camera rate"]  # 30 Hz sim, busy host
+    seen = [t for t in received if t > received[-1] - 10.0]
+    delivered = (len(seen) - 1) / (seen[-1] - seen[0])
+    assert rate == pytest.approx(delivered, rel=0.4), (rate, delivered)
+    assert table["camera rate"][0] == (pf.PASS if abs(rate / 30.0 - 1) <= 0.15 else
+                                       pf.FAIL if rate < 15.0 else pf.WARN)
     assert table["model load"][0] in (pf.PASS, pf.WARN) and "torch" in table["model load"][1]
-    assert table["model inference"][0] == pf.PASS
+    p99 = [float(v) for v in re.findall(r"p99 ([0-9.]+) ms", table["model inference"][1])]
+    assert table["model inference"][0] == (pf.PASS if sum(p99) < 1000 / 30 else pf.FAIL), table["model inference"]
     assert table["fc link"][0] == pf.PASS and "(px4)" in table["fc link"][1]
     assert table["fc mode"] == (pf.PASS, "POSCTL") and table["fc armed"] == (pf.PASS, "disarmed")
     sync = table["fc time sync"][1]
     offset = float(sync.split("offset ")[1].split(" s")[0])
-    assert offset == pytest.approx(CLOCK_OFFSET_S, abs=0.05), sync  # the autopilot's clock runs 5 s ahead
+    rtt_s = float(sync.split("round trip ")[1].split(" ms")[0]) / 1e3
+    # the autopilot's clock runs 5 s ahead; the estimate is off by at most half the round trip's asymmetry
+    assert offset == pytest.approx(CLOCK_OFFSET_S, abs=max(0.01, rtt_s)), sync
     assert table["failsafe hand-back"][0] == pf.PASS
-    assert out.strip().splitlines()[-1] == "overall: WARN" or out.strip().splitlines()[-1] == "overall: PASS"
