@@ -243,7 +243,8 @@ def test_without_any_live_output_the_stream_stops_after_the_timeout_from_the_fir
     assert failsafe.step(1.5).stream and failsafe.step(1.5).state is BridgeState.NO_COMMAND  # no action at start-up
     assert failsafe.step(1.5).request_action is None
     stopped = failsafe.step(2.1)
-    assert not stopped.stream and stopped.state is BridgeState.HANDED_BACK and "live policy output yet" in stopped.message
+    assert not stopped.stream and stopped.state is BridgeState.HANDED_BACK
+    assert "live policy output yet" in stopped.message
     assert stopped.request_action is None  # never a mode change before the policy ever flew
 
 

@@ -90,7 +90,8 @@ class FailsafeConfig:
         except ValueError:
             raise ValueError(f"failsafe action must be one of {[a.value for a in FailsafeAction]}, "
                              f"got {self.action!r}") from None
-        positive = ("command_timeout_s", "action_timeout_s", "handback_timeout_s", "heartbeat_timeout_s", "max_horizontal_speed_mps",
+        positive = ("command_timeout_s", "action_timeout_s", "handback_timeout_s", "heartbeat_timeout_s",
+                    "max_horizontal_speed_mps",
                     "max_vertical_speed_mps", "max_yaw_rate_radps", "odom_timeout_s")
         for name in positive:
             value = getattr(self, name)

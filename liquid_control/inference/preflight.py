@@ -127,7 +127,8 @@ def check_camera(sample: CameraSample, frame_period_s: Optional[float], net_size
         fov = vertical_fov_deg(sample.info_k, height)
         error = abs(fov - training_fov_deg)
         status = PASS if error <= 3.0 else (WARN if error <= 10.0 else FAIL)
-        checks.append(Check("camera fov", status, f"vertical {fov:.1f} deg, training camera {training_fov_deg:.1f} deg"))
+        checks.append(Check("camera fov", status,
+                            f"vertical {fov:.1f} deg, training camera {training_fov_deg:.1f} deg"))
     return checks
 
 

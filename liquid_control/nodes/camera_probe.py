@@ -49,6 +49,7 @@ def measure_camera(image_topic: str, info_topic: str, duration_s: float, discove
         rclpy.try_shutdown(context=context)
     info = infos[-1] if infos else None
     return CameraSample(
-        image_topic, len(images), duration_s if images else discovery_s, tuple(t for t, *_ in images), tuple(e for _, e, _, _ in images),
-        tuple((w, h) for *_, w, h in images), None if info is None else tuple(float(v) for v in info.k),
+        image_topic, len(images), duration_s if images else discovery_s, tuple(t for t, *_ in images),
+        tuple(e for _, e, _, _ in images), tuple((w, h) for *_, w, h in images),
+        None if info is None else tuple(float(v) for v in info.k),
         None if info is None else (int(info.width), int(info.height)))
