@@ -96,7 +96,9 @@ def test_node_watchdog_hovers_then_recovers_with_fresh_state(harness, tiny_node_
     harness.spin_for(0.8)  # no features: stale after 0.3 s
     last = got["cmd"][-1].twist
     assert (last.linear.x, last.linear.y, last.linear.z, last.angular.z) == (0.0, 0.0, 0.0, 0.0)
-    assert got["live"][-1] is False and got["live"].count(False) >= 10  # the watchdog's hover is not live
+    # the watchdog's hover is not live (every tick after the trip says so; a busy host runs fewer ticks)
+    assert got["live"][-1] is False and got["live"].count(False) >= 3
+    assert got["live"].index(False) + got["live"].count(False) == len(got["live"])
     statuses = [diagnostic_values(a, "policy") for a in got["diag"]]
     assert any(s is not None and s[0] == 2 and "no new features" in s[1] for s in statuses)
     import socket
