@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
     "explain": ("liquid_control.commands.explain", "saliency overlays (VisualBackProp, integrated gradients) and CfC neuron traces of a model"),
     "results": ("liquid_control.commands.results", "rewrite the tables of docs/RESULTS.md from the committed evaluation reports"),
+    "doctor": ("liquid_control.commands.doctor", "pre-flight check: ROS, camera vs model, inference time, flight-controller link, failsafe settings"),
     "bench": ("liquid_control.commands.bench", "run a benchmark from benchmarks/ (omit the name to list them)"),
 }
 

@@ -17,6 +17,7 @@ NOT_INTERFACE_NAMES = {
     ("liquid_control/inference/runtime.py", "features"): "ONNX tensor name",
     ("liquid_control/nodes/sim_node.py", "odom"): "TF frame id",
     ("liquid_control/bags/episode.py", "odom"): "TF frame id",
+    ("liquid_control/nodes/mavlink_bridge_node.py", "odom"): "TF frame id (odom_frame_id default)",
 }
 
 
@@ -59,10 +60,10 @@ def test_the_table_is_well_formed():
     assert len(set(names)) == len(names)
     for item in INTERFACES:
         kind = "msg" if item.kind == "topic" else "srv"
-        assert re.fullmatch(rf"[a-z_]+/{kind}/[A-Z][A-Za-z]+", item.type), item
+        assert re.fullmatch(rf"[a-z][a-z0-9_]*/{kind}/[A-Z][A-Za-z0-9]+", item.type), item  # REP-144 names
         assert item.producers and item.notes, item
         assert not item.name.endswith("/") and item.absolute.startswith("/")
-    assert {t.name for t in LIVE_GRAPH_TOPICS} == {"cmd_vel", "features", "/diagnostics"}
+    assert {t.name for t in LIVE_GRAPH_TOPICS} == {"cmd_vel", "policy/live", "features", "/diagnostics"}
 
 
 def test_interfaces_doc_is_the_rendered_table():

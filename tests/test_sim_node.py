@@ -128,3 +128,19 @@ def test_sim_node_reset_uses_the_scenario_and_seed_parameters(harness):
     sim.set_parameters([Parameter("scenario", value="no_such_scenario")])
     refused = reset()
     assert not refused.success and "no_such_scenario" in refused.message
+
+
+def test_sim_node_diagnostics_name_the_host_and_the_simulator(harness):
+    import socket
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from liquid_control.nodes.sim_node import SimNode
+    from node_helpers import overrides
+
+    harness.add(SimNode(context=harness.context, parameter_overrides=overrides(
+        camera_width=32, camera_height=24, autostart=False, diagnostics_rate_hz=10.0)))
+    probe = harness.node("sim_diag_probe")
+    got = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+    harness.spin_until(lambda: any(s.name == "sim" for a in got for s in a.status), 10.0, "sim diagnostics")
+    assert {s.hardware_id for a in got for s in a.status if s.name == "sim"} == {f"{socket.gethostname()}/pybullet"}

@@ -157,6 +157,12 @@ class TickResult:
     feature_stamp_s: Optional[float] = None
     inference_s: float = 0.0
 
+    @property
+    def is_live(self) -> bool:
+        """The command came from the model on fresh features and passed the output checks (clamped counts):
+        not the watchdog's or a fault's hover, not waiting. The node publishes it on policy/live."""
+        return self.state == "running" and self.level == 0
+
 
 class PolicyLoop:
     """Feeds the newest features into a stateful policy at the caller's rate (see module docstring).

@@ -44,8 +44,10 @@ COMMAND_QOS = Qos("command", "reliable", "volatile", 1)
 LATCHED_QOS = Qos("latched", "reliable", "transient_local", 1)
 # Episode events: a monitor that starts late still gets the recent ones.
 EVENTS_QOS = Qos("events", "reliable", "transient_local", 50)
-# rclpy's default (a plain depth of 10).
+# rclpy's default (a plain depth of 10); REP-2003's choice for sensor publishers.
 DEFAULT_QOS = Qos("default", "reliable", "volatile", 10)
+# tf2's own: reliable, volatile, a deep queue (tf2_ros TransformBroadcaster uses depth 100).
+TF_QOS = Qos("tf", "reliable", "volatile", 100)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,21 @@ MAVLINK_ARMED = Interface(
     "mavlink/armed", "std_msgs/msg/Bool", LATCHED_QOS, (BRIDGE,), (), "the autopilot is armed")
 MAVLINK_CONNECTED = Interface(
     "mavlink/connected", "std_msgs/msg/Bool", LATCHED_QOS, (BRIDGE,), (), "heartbeats arrive from the autopilot")
+POLICY_LIVE = Interface(
+    "policy/live", "std_msgs/msg/Bool", COMMAND_QOS, (POLICY,), (BRIDGE, RECORDER),
+    "published with every cmd_vel, just before it: true when that command came from the model on fresh features, "
+    "false for the watchdog's or a fault's hover; the bridge hands control back to the flight controller after "
+    "handback_timeout_s without live output")
+MAVLINK_ODOM = Interface(
+    "mavlink/odom", "nav_msgs/msg/Odometry", DEFAULT_QOS, (BRIDGE,), (RECORDER,),
+    "the flight controller's estimate (LOCAL_POSITION_NED + ATTITUDE) in REP-103/105 frames: odom (ENU) -> "
+    "base_link (FLU), twist in base_link; the bridge's geofence uses it with odometry_source:=vehicle")
+MAVLINK_BATTERY = Interface(
+    "mavlink/battery", "sensor_msgs/msg/BatteryState", DEFAULT_QOS, (BRIDGE,), (RECORDER,),
+    "BATTERY_STATUS: voltage, current (negative = discharging), percentage, cell voltages; NaN where unknown")
+TF = Interface(
+    "/tf", "tf2_msgs/msg/TFMessage", TF_QOS, (BRIDGE,), (EVERY_NODE,),
+    "odom -> base_link from the flight controller's estimate (bridge publish_tf:=true; needs tf2_msgs installed)")
 EPISODE_RESET = Interface(
     "episode/reset", "std_srvs/srv/Trigger", None, (SIM,), (DEMO,),
     "restart the episodes at the current scenario and seed")
@@ -116,11 +133,12 @@ MAVLINK_SET_OFFBOARD = Interface(
 
 INTERFACES: tuple[Interface, ...] = (
     CAMERA_IMAGE, CAMERA_COMPRESSED, CAMERA_INFO, FEATURES, CMD_VEL, ODOM, CLOCK, DIAGNOSTICS, EPISODE_STATUS,
-    MAVLINK_MODE, MAVLINK_ARMED, MAVLINK_CONNECTED, EPISODE_RESET, POLICY_RESET, MAVLINK_ARM, MAVLINK_SET_OFFBOARD)
+    MAVLINK_MODE, MAVLINK_ARMED, MAVLINK_CONNECTED, POLICY_LIVE, MAVLINK_ODOM, MAVLINK_BATTERY, TF, EPISODE_RESET,
+    POLICY_RESET, MAVLINK_ARM, MAVLINK_SET_OFFBOARD)
 
 # What the live perception/policy graph publishes itself: a bag's copies are replayed under this prefix
 # (bag_player recorded_prefix), so they never mix with the live ones.
-LIVE_GRAPH_TOPICS = (CMD_VEL, FEATURES, DIAGNOSTICS)
+LIVE_GRAPH_TOPICS = (CMD_VEL, POLICY_LIVE, FEATURES, DIAGNOSTICS)
 RECORDED_PREFIX = "/recorded"
 
 

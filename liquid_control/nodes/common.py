@@ -9,6 +9,7 @@ import gc
 import importlib
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -251,6 +252,18 @@ def make_status(name: str, level: int, message: str, values: Mapping[str, Any] |
         raise ValueError(f"diagnostic level must be 0 (OK), 1 (WARN), 2 (ERROR) or 3 (STALE), got {level!r}")
     return DiagnosticStatus(level=LEVELS[level], name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=str(k), value=_format_value(v)) for k, v in (values or {}).items()])
+
+
+def hardware_id(device: str) -> str:
+    """DiagnosticStatus.hardware_id of a node: this host and the device it computes on, e.g.
+    'jetson-01/onnxruntime:CUDAExecutionProvider' (diagnostic aggregators group statuses by it)."""
+    return f"{socket.gethostname()}/{device}"
+
+
+def runtime_hardware_id(runtime: Any) -> str:
+    """hardware_id of an inference runtime: its backend and, on onnxruntime, the first (active) provider."""
+    providers = list(getattr(runtime, "providers", []) or [])
+    return hardware_id(f"{runtime.backend}:{providers[0]}" if providers else str(runtime.backend))
 
 
 class DiagnosticsPublisher:

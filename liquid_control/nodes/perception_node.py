@@ -29,8 +29,8 @@ from liquid_control.interfaces.codec import compressed_image_to_rgb, features_to
 from liquid_control.interfaces.topics import CAMERA_COMPRESSED, CAMERA_IMAGE, FEATURES
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
-                                         now_seconds, qos_profile, scheduling_parameters, spin_node,
-                                         stamp_to_seconds)
+                                         now_seconds, qos_profile, runtime_hardware_id, scheduling_parameters,
+                                         spin_node, stamp_to_seconds)
 
 PARAMETERS = inference_parameters("perception") + scheduling_parameters() + [
     ParamSpec("input", "raw", "which camera stream to subscribe: raw (camera/image_raw) or compressed "
@@ -91,7 +91,8 @@ class PerceptionNode(Node):
         values = {**self.gate.values(now), "backend": self.runtime.backend,
                   "providers": ",".join(self.runtime.providers), "scheduling": self.scheduling}
         level, message = self.gate.status(now)
-        self.diagnostics.publish(make_status("perception", level, message, values))
+        self.diagnostics.publish(make_status("perception", level, message, values,
+                                             hardware_id=runtime_hardware_id(self.runtime)))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -2,7 +2,10 @@
 
 Subscribes `features` (sensor_msgs/Image 1xN 32FC1 from the perception node,
 sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
-frame_id `base_link`, reliable depth 1) on every timer tick and `/diagnostics`;
+frame_id `base_link`, reliable depth 1) on every timer tick, just after
+`policy/live` (std_msgs/Bool: true when that command came from the model on fresh
+features, false for the watchdog's / a fault's hover; the MAVLink bridge hands
+control back to the flight controller when it stays false) and `/diagnostics`;
 serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
 The loop logic (liquid_control.inference.loop) steps the network only on a new feature
@@ -30,6 +33,7 @@ import sys
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 try:
@@ -41,10 +45,10 @@ from liquid_control.inference.loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, Poli
 from liquid_control.inference.model_source import load_runtime, runtime_options
 from liquid_control.inference.runtime import PolicyRuntime
 from liquid_control.interfaces.codec import features_from_payload
-from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_RESET
+from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_LIVE, POLICY_RESET
 from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, qos_profile,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
-                                         make_status, now_seconds, scheduling_parameters,
+                                         make_status, now_seconds, runtime_hardware_id, scheduling_parameters,
                                          spin_node, stamp_to_seconds)
 
 LOOP = PolicyLoopConfig()  # the loop's defaults = config/policy.yaml (tests/test_policy_loop.py checks)
@@ -86,6 +90,7 @@ class PolicyNode(Node):
         self.bad_inputs = 0
         self.last_error = ""
         self.publisher = self.create_publisher(TwistStamped, CMD_VEL.name, qos_profile(CMD_VEL))
+        self.live_publisher = self.create_publisher(Bool, POLICY_LIVE.name, qos_profile(POLICY_LIVE))
         self.create_subscription(Image, FEATURES.name, self.on_features, qos_profile(FEATURES))
         self.create_service(Trigger, POLICY_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
@@ -128,6 +133,8 @@ class PolicyNode(Node):
         msg.header.frame_id = self.frame_id
         vx, vy, vz, yaw_rate = (float(v) for v in result.command)
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = vx, vy, vz, yaw_rate
+        # Liveness first: the bridge then never counts a watchdog hover as live (TickResult.is_live).
+        self.live_publisher.publish(Bool(data=result.is_live))
         self.publisher.publish(msg)
         if result.stepped:
             self.loop.command_sent(result, now_seconds(self))
@@ -141,7 +148,8 @@ class PolicyNode(Node):
         values = {**self.loop.diagnostic_values(now_seconds(self)), "bad_inputs": self.bad_inputs,
                   "backend": self.runtime.backend, "scheduling": self.scheduling, "last_error": self.last_error}
         level, message = self.loop.status()
-        self.diagnostics.publish(make_status("policy", level, message, values))
+        self.diagnostics.publish(make_status("policy", level, message, values,
+                                             hardware_id=runtime_hardware_id(self.runtime)))
 
 
 def main(args: list[str] | None = None) -> int:

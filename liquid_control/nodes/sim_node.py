@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, EPISODE_RESET,
                                               EPISODE_STATUS, ODOM)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
-                                         make_status, qos_profile, spin_node)
+                                         hardware_id, make_status, qos_profile, spin_node)
 from liquid_control.simulation.session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics
 from liquid_control.simulation.scenario import load_scenario
@@ -196,7 +196,7 @@ class SimNode(Node):
         level, message = 0, f"{session.phase}, episode {session.episode_index}"
         if wanted > 0 and step_rate > 0 and step_rate < 0.8 * wanted * self.p["control_hz"]:
             level, message = 1, f"running slower than real_time_factor {wanted} ({message})"
-        self.diagnostics.publish(make_status("sim", level, message, values))
+        self.diagnostics.publish(make_status("sim", level, message, values, hardware_id=hardware_id("pybullet")))
 
     def close(self) -> None:
         self.session.close()
