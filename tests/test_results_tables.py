@@ -76,3 +76,16 @@ def test_bad_manifests_reports_and_markdown_are_clear_errors(results_dir, capsys
 def test_the_repositorys_results_tables_match_the_committed_reports(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     assert main(["results", "--check"]) == 0
+
+
+def test_first_k_episodes_recount_a_longer_report_on_the_shorter_ones_seeds(tmp_path):
+    episodes = [{"suite": "train", "scenario": scenario, "seed": 1_000_000 + k, "success": k < 2}
+                for scenario in ("a", "b") for k in range(10)]
+    (tmp_path / "long.json").write_text(json.dumps({"model": "m", "suites": {"train": {}}, "episodes": episodes}))
+    (tmp_path / "tables.yaml").write_text("tables:\n  t:\n    - {label: L, runs: [long.json], first: 4}\n")
+    (tmp_path / "RESULTS.md").write_text("<!-- results-table: t -->\n<!-- /results-table -->\n")
+    assert _run(tmp_path) == 0
+    # 2 of the first 4 seeds succeed in each scenario: 4 of 8
+    assert "| L | 50% [" in (tmp_path / "RESULTS.md").read_text() and "(n=8)" in (tmp_path / "RESULTS.md").read_text()
+    (tmp_path / "tables.yaml").write_text("tables:\n  t:\n    - {label: L, runs: [long.json], first: 0}\n")
+    assert _run(tmp_path) == 2

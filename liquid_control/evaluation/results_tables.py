@@ -3,7 +3,8 @@
 A manifest (docs/results/tables.yaml) names each table and its rows; a row is a label and its training
 runs, a run being one or more `evaluate --json` reports (merged by suite). A label with several runs
 is one model trained with several seeds: its cells read "mean% (min-max, k seeds)"
-(`comparison_markdown`). In the Markdown file each table sits between two marker lines:
+(`comparison_markdown`). A row may set `first: K` to count only each scenario's first K episodes
+(seeds), so a 100-episode report compares on the same episodes as a shorter one. In the Markdown file each table sits between two marker lines:
 
     <!-- results-table: NAME -->
     ...rendered table...
@@ -69,8 +70,11 @@ class ResultsError(ValueError):
     """A manifest, report or Markdown file that cannot be rendered; the message names the problem."""
 
 
-def load_manifest(path: str | Path) -> dict[str, list[tuple[str, list[list[Path]]]]]:
-    """Table name -> [(label, runs)], each run a list of report paths (relative to the manifest)."""
+Row = tuple[str, list[list[Path]], "int | None"]  # label, runs (report paths), first K episodes per scenario
+
+
+def load_manifest(path: str | Path) -> dict[str, list[Row]]:
+    """Table name -> [(label, runs, first)], each run a list of report paths (relative to the manifest)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -78,7 +82,7 @@ def load_manifest(path: str | Path) -> dict[str, list[tuple[str, list[list[Path]
         raise ResultsError(f"cannot read results manifest {path}: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("tables"), dict):
         raise ResultsError(f"{path}: expected a mapping with a 'tables' mapping")
-    tables: dict[str, list[tuple[str, list[list[Path]]]]] = {}
+    tables: dict[str, list[Row]] = {}
     for name, rows in data["tables"].items():
         if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
             raise ResultsError(f"{path}: table name {name!r} must be letters, digits, '_', '.' or '-'")
@@ -98,7 +102,10 @@ def load_manifest(path: str | Path) -> dict[str, list[tuple[str, list[list[Path]
                     raise ResultsError(f"{path}: table {name!r}, row {row['label']!r}: a run is a report file "
                                        "or a list of report files")
                 paths.append([path.parent / f for f in files])
-            parsed.append((row["label"], paths))
+            first = row.get("first")
+            if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 1):
+                raise ResultsError(f"{path}: table {name!r}, row {row['label']!r}: 'first' must be a positive integer")
+            parsed.append((row["label"], paths, first))
         tables[name] = parsed
     return tables
 
@@ -113,14 +120,43 @@ def _read_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def render_tables(manifest: dict[str, list[tuple[str, list[list[Path]]]]]) -> dict[str, str]:
+def first_episodes(report: dict[str, Any], count: int) -> dict[str, Any]:
+    """The report's suite totals recounted over each scenario's `count` lowest-seed episodes."""
+    from liquid_control.evaluation.stats import proportion
+
+    episodes = report.get("episodes")
+    if not isinstance(episodes, list):
+        raise ResultsError(f"report of {report.get('model')!r} has no per-episode records to take the first "
+                           f"{count} from")
+    by_scenario: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for episode in episodes:
+        by_scenario.setdefault((episode["suite"], episode["scenario"]), []).append(episode)
+    kept: dict[str, list[bool]] = {}
+    for (suite, _), group in by_scenario.items():
+        group.sort(key=lambda e: e["seed"])
+        kept.setdefault(suite, []).extend(bool(e["success"]) for e in group[:count])
+    suites = {}
+    for suite, outcomes in kept.items():
+        p = proportion(outcomes)
+        suites[suite] = {"total": {"success": {"successes": p.successes, "trials": p.trials, "rate": p.rate,
+                                               "low": p.low, "high": p.high}}}
+    return {"model": report.get("model"), "suites": suites}
+
+
+def render_tables(manifest: dict[str, list[Row]]) -> dict[str, str]:
     """Table name -> Markdown table."""
     rendered = {}
     for name, rows in manifest.items():
         models = []
-        for label, runs in rows:
+        for label, runs, first in rows:
             for files in runs:  # one comparison entry per run: repeated labels are seeds
-                models.append((label, [_read_report(f) for f in files]))
+                reports = [_read_report(f) for f in files]
+                if first is not None:
+                    try:
+                        reports = [first_episodes(r, first) for r in reports]
+                    except (KeyError, TypeError) as err:
+                        raise ResultsError(f"table {name!r}, row {label!r}: malformed episode record ({err})") from err
+                models.append((label, reports))
         try:
             rendered[name] = comparison_markdown(models)
         except (KeyError, TypeError, ValueError) as err:
