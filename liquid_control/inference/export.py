@@ -23,12 +23,18 @@ metadata ``graph_form`` says which form a file holds.
 
 Every export is checked with onnxruntime against the PyTorch model on random
 inputs (`verify_policy`, `verify_perception` return the max |difference|).
+
+`export_cache` writes the verified ONNX cache of a model file (``NAME.policy.onnx`` /
+``NAME.perception.onnx`` beside it, see onnx_file), which the nodes load instead of exporting at
+start; reading ONNX files without torch lives in onnx_file.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+# Re-exported: the torch-free side of the format (the runtimes read files through onnx_file).
+from liquid_control.inference.onnx_file import FORMAT_VERSION, ROLES, ExportError, cache_path, check_metadata, \
+    file_sha256
+
 OPSET = 18
 POLICY_INPUTS = ("features", "state", "timespan")
 POLICY_OUTPUTS = ("command", "new_state")
@@ -48,10 +57,6 @@ VERIFY_TOLERANCE = 1e-5
 EXAMPLE_BATCH = 2
 
 PathLike = Union[str, Path]
-
-
-class ExportError(RuntimeError):
-    """An export failed, or the exported graph disagrees with the PyTorch model."""
 
 
 def _config_json(config: Any) -> str:
@@ -296,13 +301,7 @@ def export_perception(perception: nn.Module, path: PathLike, *,
 
 def metadata_of(model: "onnx.ModelProto", source: str = "ONNX model") -> dict[str, str]:  # noqa: F821
     """The metadata_props of an in-memory ONNX model written by this module (ExportError otherwise)."""
-    metadata = {entry.key: entry.value for entry in model.metadata_props}
-    if metadata.get("format") != "liquid_control":
-        raise ExportError(f"{source}: ONNX file was not exported by liquid_control (no 'format' metadata)")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise ExportError(f"{source}: ONNX format version {metadata.get('format_version')!r} is not supported "
-                          f"(this code reads version {FORMAT_VERSION}); re-export the model")
-    return metadata
+    return check_metadata({entry.key: entry.value for entry in model.metadata_props}, source)
 
 
 def load_onnx(path: PathLike) -> "onnx.ModelProto":  # noqa: F821
@@ -414,3 +413,58 @@ def export_model_file(model_path: PathLike, out_dir: PathLike, *,
     if bundle.policy is None and bundle.perception is None:
         raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
     return export_bundle(bundle.policy, bundle.perception, out_dir, tolerance=tolerance)
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """What `export_cache` made: the verified ONNX model (`data`) and where it was written (`path`, None
+    when the folder is not writable: `write_error` says why)."""
+
+    role: str
+    path: Optional[Path]
+    data: bytes
+    max_diff: float
+    write_error: str = ""
+
+
+def export_cache(model_path: PathLike, role: str, *, tolerance: Optional[float] = VERIFY_TOLERANCE,
+                 bundle: Any = None) -> CachedExport:
+    """Export `role` of a model file, verify it against PyTorch and write it as the model's ONNX cache
+    (onnx_file.cache_path) with the model file's SHA-256; the file appears only complete and verified
+    (temporary file + rename). `bundle`: the model file already loaded (models.model_file.load_model)."""
+    from liquid_control.models.model_file import load_model
+
+    model_path = Path(model_path)
+    digest = file_sha256(model_path)
+    bundle = load_model(model_path) if bundle is None else bundle
+    module = getattr(bundle, role)
+    if module is None:
+        raise ExportError(f"{model_path}: the model file holds no {role} model")
+    model = policy_onnx(module) if role == "policy" else perception_onnx(module)
+    verify = verify_policy if role == "policy" else verify_perception
+    with tempfile.TemporaryDirectory() as scratch:
+        max_diff = verify(module, _save(model, Path(scratch) / f"{role}.onnx"), tolerance=tolerance)
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    metadata.update(source_model=model_path.name, source_sha256=digest, verified_max_diff=repr(max_diff))
+    _set_metadata(model, metadata)
+    data = model.SerializeToString()
+    target = cache_path(model_path, role)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        return CachedExport(role, None, data, max_diff, f"cannot write {target}: {error}")
+    return CachedExport(role, target, data, max_diff)
+
+
+def export_caches(model_path: PathLike, *, tolerance: Optional[float] = VERIFY_TOLERANCE) -> list[CachedExport]:
+    """`export_cache` for every model the file holds (policy, perception)."""
+    from liquid_control.models.model_file import load_model
+
+    bundle = load_model(model_path)
+    roles = [role for role in ROLES if getattr(bundle, role) is not None]
+    if not roles:
+        raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
+    return [export_cache(model_path, role, tolerance=tolerance, bundle=bundle) for role in roles]

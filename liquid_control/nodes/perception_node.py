@@ -47,6 +47,8 @@ class PerceptionNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
+            self.get_logger().warning(self.runtime.cache_note)
         self.gate = FrameGate(p["bad_frame_window_s"])
         self.publisher = self.create_publisher(Image, FEATURES.name, qos_profile(FEATURES))
         if p["input"] == "raw":

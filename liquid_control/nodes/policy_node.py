@@ -80,6 +80,8 @@ class PolicyNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
+            self.get_logger().warning(self.runtime.cache_note)
         self.loop = PolicyLoop(PolicyLoopConfig.from_mapping(p), self.runtime)
         self.frame_id = p["command_frame_id"]
         self.executor_kind = p["executor"]  # read by spin_node
