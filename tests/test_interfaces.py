@@ -59,7 +59,7 @@ def test_the_table_is_well_formed():
     assert len(set(names)) == len(names)
     for item in INTERFACES:
         kind = "msg" if item.kind == "topic" else "srv"
-        assert re.fullmatch(rf"[a-z_]+/{kind}/[A-Z][A-Za-z]+", item.type), item
+        assert re.fullmatch(rf"[a-z][a-z0-9_]*/{kind}/[A-Z][A-Za-z]+", item.type), item
         assert item.producers and item.notes, item
         assert not item.name.endswith("/") and item.absolute.startswith("/")
     assert {t.name for t in LIVE_GRAPH_TOPICS} == {"cmd_vel", "features", "/diagnostics"}

@@ -83,7 +83,7 @@ class Monitor:
 
         self.node.create_subscription(String, EPISODE_STATUS.name, self.on_status, qos_profile(EPISODE_STATUS))
         # A deeper queue than the sim offers: the trajectory plot wants every odometry sample.
-        self.node.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, depth=50))
+        self.node.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, depth=50, subscriber=True))
 
     def subscribed_by(self, node_name: str, *topics: str) -> bool:
         """Node `node_name` subscribes to every one of `topics`."""

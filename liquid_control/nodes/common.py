@@ -29,10 +29,14 @@ _RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": Reliabili
 _DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
 
 
-def qos_profile(source: Interface | Qos, depth: int | None = None) -> QoSProfile:
+def qos_profile(source: Interface | Qos, depth: int | None = None, *, subscriber: bool = False) -> QoSProfile:
     """The rclpy QoSProfile of an interface-table topic (or of a table Qos); `depth` overrides the queue
-    depth for an endpoint that needs a longer (test probes, monitors) or shorter queue."""
-    qos = source.qos if isinstance(source, Interface) else source
+    depth for an endpoint that needs a longer (test probes, monitors) or shorter queue. `subscriber`: the
+    profile a subscription requests (best effort for sensor streams, REP-2003), else what publishers offer."""
+    if isinstance(source, Interface):
+        qos = source.subscription_qos if subscriber else source.qos
+    else:
+        qos = source
     if qos is None:
         raise ValueError(f"{source.name} is a service: services have no QoS profile in the table")
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos.depth if depth is None else depth,

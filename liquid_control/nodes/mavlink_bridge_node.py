@@ -78,7 +78,7 @@ class MavlinkBridgeNode(Node):
         self.loop = LoopTiming(1.0 / p["setpoint_rate_hz"])
         self.decision = self.failsafe.step(now_seconds(self))
         self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL))
-        self.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM))
+        self.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, subscriber=True))
         self.mode_pub = self.create_publisher(String, MAVLINK_MODE.name, qos_profile(MAVLINK_MODE))
         self.armed_pub = self.create_publisher(Bool, MAVLINK_ARMED.name, qos_profile(MAVLINK_ARMED))
         self.connected_pub = self.create_publisher(Bool, MAVLINK_CONNECTED.name, qos_profile(MAVLINK_CONNECTED))
