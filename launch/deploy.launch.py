@@ -2,7 +2,7 @@
 
     ros2 launch liquid_control deploy.launch.py connection:=serial:/dev/ttyTHS1:921600
     # through MAVROS instead of our bridge (set MAVROS setpoint_velocity mav_frame to BODY_NED first,
-    # see docs/DEPLOY.md: cmd_vel is body FLU, MAVROS' default LOCAL_NED would read it as ENU):
+    # see docs/DEPLOY.md: cmd_vel is heading-frame FLU, MAVROS' default LOCAL_NED would read it as ENU):
     ros2 launch liquid_control deploy.launch.py bridge:=false cmd_vel_topic:=/mavros/setpoint_velocity/cmd_vel
 
 The camera driver must publish camera/image_raw (or camera/image_raw/compressed with

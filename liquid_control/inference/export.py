@@ -228,7 +228,7 @@ def policy_onnx(policy: nn.Module, *, fold: bool = True, opset: int = OPSET) -> 
     fewer nodes, same function); other policies, or fold=False, export `PolicyModel.step` as is.
 
     The graph includes the policy's input normalisation and output scaling (they are
-    buffers of the model), so its ``command`` output is in m/s and rad/s, body FLU.
+    buffers of the model), so its ``command`` output is in m/s and rad/s, heading frame FLU.
     """
     from liquid_control.models.policy import COMMAND_AXES
 
@@ -251,12 +251,12 @@ def policy_onnx(policy: nn.Module, *, fold: bool = True, opset: int = OPSET) -> 
         "initial_state": json.dumps(initial_state[0].tolist()),
         "frame_period_s": repr(float(config.frame_period_s)),
         "feature_names": json.dumps([f"feature_{i}" for i in range(feature_size)]),
-        "command_names": json.dumps(list(COMMAND_AXES)),  # body FLU: m/s, m/s, m/s, rad/s
+        "command_names": json.dumps(list(COMMAND_AXES)),  # heading frame FLU: m/s, m/s, m/s, rad/s
         "trainable_parameters": str(trainable), "effective_parameters": str(effective),
     })
     _set_metadata(model, metadata)
     model.doc_string = ("liquid_control policy step: (features, state, timespan in nominal frame periods)"
-                        " -> (command [vx, vy, vz m/s, yaw rate rad/s] body FLU, new_state)")
+                        " -> (command [vx, vy, vz m/s, yaw rate rad/s] heading frame FLU, new_state)")
     return model
 
 

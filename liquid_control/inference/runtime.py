@@ -266,7 +266,8 @@ class PolicyRuntime:
 
     ``step(features (F,), timespan) -> command (4,)``: `timespan` is the time since the
     previous step's features in nominal frame periods (1.0 = on time; see DESIGN.md
-    "Timespans"); the command is [vx, vy, vz (m/s), yaw rate (rad/s)] in body FLU.
+    "Timespans"); the command is [vx, vy, vz (m/s), yaw rate (rad/s)] in the heading frame FLU
+    (yaw-only: x forward and y left stay level).
     """
 
     def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, **option_overrides: Any) -> None:
@@ -371,7 +372,7 @@ class PolicyRuntime:
         self._timespan[0, 0] = value
 
     def step(self, features: Any, timespan: float) -> np.ndarray:
-        """One policy step; returns the command (4,) [vx, vy, vz m/s, yaw rate rad/s], body FLU.
+        """One policy step; returns the command (4,) [vx, vy, vz m/s, yaw rate rad/s], heading frame FLU.
 
         Raises ValueError (state unchanged) for bad inputs or a non-finite result.
         """

@@ -1,4 +1,4 @@
-"""ROS 2 node: cmd_vel (body FLU) -> MAVLink velocity setpoints for PX4 / ArduPilot, with failsafes.
+"""ROS 2 node: cmd_vel (heading frame FLU: yaw-only) -> MAVLink velocity setpoints for PX4 / ArduPilot, with failsafes.
 
 Subscribes `cmd_vel` (geometry_msgs/TwistStamped, frame base_link) and `odom`
 (nav_msgs/Odometry, for the geofence); publishes `mavlink/mode` (String),
@@ -38,7 +38,7 @@ PARAMETERS = [
     ParamSpec("source_component", 191, "our MAVLink component id (191 = onboard computer)", 1, 255),
     ParamSpec("target_system", 0, "vehicle system id; 0 = first autopilot heard", 0, 255),
     ParamSpec("target_component", 1, "vehicle component id (1 = autopilot)", 0, 255),
-    ParamSpec("command_frame_id", "base_link", "cmd_vel frame_id accepted besides empty (body FLU)"),
+    ParamSpec("command_frame_id", "base_link", "cmd_vel frame_id accepted besides empty (velocities in the heading frame FLU)"),
     ParamSpec("setpoint_rate_hz", 20.0, "setpoint stream rate (Hz); PX4 offboard needs > 2 Hz", 10.0, 100.0),
     ParamSpec("heartbeat_rate_hz", 1.0, "our HEARTBEAT rate (Hz)", 0.5, 5.0),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 10.0),

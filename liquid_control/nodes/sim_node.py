@@ -72,8 +72,9 @@ PARAMETERS = [
     ParamSpec("camera_fov_deg", 60.0, "vertical field of view (deg)", 1.0, 170.0, read_only=True),
     ParamSpec("camera_rate_hz", 30.0, "camera frame rate (Hz)", 1.0, 240.0, read_only=True),
     ParamSpec("odom_frame_id", "odom", "world frame of odometry (x forward at yaw 0, y left, z up)", read_only=True),
-    ParamSpec("base_frame_id", "base_link", "body frame (FLU); cmd_vel must carry it (or be empty); its velocities "
-              "are flown in the heading frame (FLU turned by yaw only)", read_only=True),
+    ParamSpec("base_frame_id", "base_link", "the body frame (odometry child, TF parent of the camera); also the "
+              "frame_id cmd_vel must carry (or empty): its velocities are flown in the heading frame (FLU turned by "
+              "yaw only)", read_only=True),
     ParamSpec("camera_frame_id", "camera_optical_frame", "frame_id of images and camera info", read_only=True),
     ParamSpec("publish_tf", True, "publish TF: odom -> base_link on /tf, base_link -> camera optical frame on "
               "/tf_static (needs tf2_msgs)", read_only=True),
