@@ -156,8 +156,21 @@ def test_sim_sensor_streams_reach_reliable_subscribers_and_tf_is_published(harne
     harness.spin_until(lambda: all(got[k] for k in wanted), 60.0, f"messages on {wanted} with reliable QoS")
     for endpoint in probe.get_publishers_info_by_topic("/camera/image_raw"):
         assert endpoint.qos_profile.reliability.name == "RELIABLE"
+    # The transforms TF carries, built by the node (also where tf2_msgs, and so the publishers, are missing).
+    sim = harness.nodes[0]
+    mount = sim.camera_mount_transform(sim.session.config.camera)
+    assert (mount.header.frame_id, mount.child_frame_id) == ("base_link", "camera_optical_frame")
+    q = mount.transform.rotation
+    np.testing.assert_allclose([q.x, q.y, q.z, q.w], [-0.5, 0.5, -0.5, 0.5], atol=1e-9)
+    assert mount.transform.translation.x == pytest.approx(0.03)
+    odom = got["odom"][-1]
+    moved = sim.odom_transform(odom)
+    assert (moved.header.frame_id, moved.child_frame_id, moved.header.stamp) == ("odom", "base_link", odom.header.stamp)
+    assert moved.transform.translation.z == odom.pose.pose.position.z
+    assert moved.transform.rotation.w == odom.pose.pose.orientation.w
     if sim_node.TFMessage is None:
-        pytest.skip("tf2_msgs is not installed here (no PyPI wheel): the sensor streams passed, TF not checked")
+        pytest.skip("tf2_msgs is not installed here (no PyPI wheel): sensor streams and transforms checked, "
+                    "/tf and /tf_static delivery not")
     static = got["tf_static"][0].transforms[0]
     assert (static.header.frame_id, static.child_frame_id) == ("base_link", "camera_optical_frame")
     q = static.transform.rotation

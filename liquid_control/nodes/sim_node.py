@@ -26,7 +26,7 @@ import json
 import sys
 import time
 
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import TransformStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -45,7 +45,6 @@ from liquid_control.simulation.scenario import load_scenario
 from liquid_control.util.timing import RateMeter
 
 try:  # part of every ROS 2 install (geometry2), but there is no PyPI wheel of it
-    from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 except ImportError:
     TFMessage = None
@@ -216,12 +215,18 @@ class SimNode(Node):
         twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in state.velocity_body)
         twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in state.angular_velocity_body)
         self.odom_pub.publish(msg)
-        if self.tf_pub is not None:  # the same pose as odom -> base_link
-            transform = TransformStamped(header=msg.header, child_frame_id=msg.child_frame_id)
-            t, q = transform.transform.translation, transform.transform.rotation
-            t.x, t.y, t.z = pose.position.x, pose.position.y, pose.position.z
-            q.x, q.y, q.z, q.w = pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w
-            self.tf_pub.publish(TFMessage(transforms=[transform]))
+        if self.tf_pub is not None:
+            self.tf_pub.publish(TFMessage(transforms=[self.odom_transform(msg)]))
+
+    @staticmethod
+    def odom_transform(odom: Odometry) -> TransformStamped:
+        """odom -> base_link as TF carries it (REP-105): the odometry's pose, stamp and frames."""
+        transform = TransformStamped(header=odom.header, child_frame_id=odom.child_frame_id)
+        pose = odom.pose.pose
+        t, q = transform.transform.translation, transform.transform.rotation
+        t.x, t.y, t.z = pose.position.x, pose.position.y, pose.position.z
+        q.x, q.y, q.z, q.w = pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w
+        return transform
 
     def publish_diagnostics(self) -> None:
         now = time.monotonic()
