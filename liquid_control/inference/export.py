@@ -438,8 +438,8 @@ def export_cache(model_path: PathLike, role: str, *, tolerance: Optional[float] 
     digest = file_sha256(model_path)
     bundle = load_model(model_path) if bundle is None else bundle
     module = getattr(bundle, role)
-    if module is None:
-        raise ExportError(f"{model_path}: the model file holds no {role} model")
+    if module is None:  # ValueError, as the torch path raises for the same file
+        raise ValueError(f"{model_path}: the model file holds no {role} model")
     model = policy_onnx(module) if role == "policy" else perception_onnx(module)
     verify = verify_policy if role == "policy" else verify_perception
     with tempfile.TemporaryDirectory() as scratch:

@@ -181,10 +181,7 @@ def _cached_onnx(model_path: Path, role: str, options: RuntimeOptions) -> tuple[
     from liquid_control.inference import export as onnx_export  # loads torch: only when the cache fails
 
     started = time.perf_counter()
-    try:
-        made = onnx_export.export_cache(model_path, role)
-    except ValueError as error:  # e.g. the model file holds no such model
-        raise ExportError(str(error)) from error
+    made = onnx_export.export_cache(model_path, role)  # ValueError if the file holds no such model
     session, metadata = _open_onnx(made.data, role, options, str(model_path))
     where = f"wrote {made.path}" if made.path else f"not cached: {made.write_error}"
     note = (f"ONNX cache {cached} {problem}: exported and verified at start in "
