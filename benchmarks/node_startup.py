@@ -50,7 +50,8 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def run_once(module: str, ready_text: str, parameters: list[str], settle_s: float, timeout_s: float) -> tuple[float, int, int]:
+def run_once(module: str, ready_text: str, parameters: list[str], settle_s: float,
+             timeout_s: float) -> tuple[float, int, int]:
     """(start-up seconds, RSS kB, peak RSS kB) of one start of `module`."""
     args = [sys.executable, "-m", f"liquid_control.nodes.{module}", "--ros-args"]
     for parameter in parameters:

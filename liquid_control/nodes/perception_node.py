@@ -53,7 +53,8 @@ class PerceptionNode(Node):
         self.gate = FrameGate(p["bad_frame_window_s"])
         self.publisher = self.create_publisher(Image, FEATURES.name, qos_profile(FEATURES))
         if p["input"] == "raw":
-            self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image, qos_profile(CAMERA_IMAGE, depth=1, subscriber=True))
+            self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image,
+                                     qos_profile(CAMERA_IMAGE, depth=1, subscriber=True))
         else:
             self.create_subscription(CompressedImage, CAMERA_COMPRESSED.name, self.on_image,
                                      qos_profile(CAMERA_COMPRESSED, depth=1, subscriber=True))

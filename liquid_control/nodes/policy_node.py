@@ -68,7 +68,8 @@ PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
               "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
               "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
-    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (its velocities are in the heading frame FLU: yaw-only)", read_only=True),
+    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (its velocities are in the heading frame FLU: "
+              "yaw-only)", read_only=True),
     ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
               "tick, so at most rate_hz", 0.2, 20.0, read_only=True),
 ]

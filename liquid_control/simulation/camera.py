@@ -108,7 +108,8 @@ def mount_transform(cfg: CameraConfig) -> tuple[np.ndarray, np.ndarray]:
     (translation = the lens position, body FLU, m; rotation quaternion x, y, z, w taking optical vectors
     (REP-103: x right, y down, z forward) to body FLU). With pitch 0 the rotation is the standard optical
     one, (-0.5, 0.5, -0.5, 0.5)."""
-    return np.asarray(cfg.mount_offset_m, dtype=float), quaternion_from_rotation(body_from_camera(cfg) @ FLU_FROM_OPTICAL)
+    rotation = quaternion_from_rotation(body_from_camera(cfg) @ FLU_FROM_OPTICAL)
+    return np.asarray(cfg.mount_offset_m, dtype=float), rotation
 
 
 def camera_pose(cfg: CameraConfig, position, rotation) -> tuple[np.ndarray, np.ndarray]:
