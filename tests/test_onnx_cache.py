@@ -128,3 +128,23 @@ def test_cache_of_a_role_the_model_file_lacks_is_a_clear_error(tmp_path):
     policy_only = save_model(tmp_path / "p.safetensors", policy=PolicyModel(PolicyConfig(kind="mlp", feature_size=8)))
     with pytest.raises(ValueError, match="holds no perception model"):
         runtime.PerceptionRuntime(policy_only, backend="onnxruntime")
+
+
+NO_TORCH_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # a deploy install without torch
+    from liquid_control.inference.model_source import load_runtime, runtime_options
+    from liquid_control.inference.runtime import PolicyRuntime
+    try:
+        load_runtime(PolicyRuntime, sys.argv[1], runtime_options("onnxruntime", "", 1))
+    except ValueError as error:
+        print("refused:", error)
+""")
+
+
+def test_without_torch_a_missing_cache_is_a_clear_refusal(two_models, tmp_path, repo_root):
+    model = shutil.copy(two_models[0], tmp_path / "m.safetensors")  # no cache beside it
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, str(model)], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "refused:" in proc.stdout and "is missing" in proc.stdout and "liquid-control export" in proc.stdout

@@ -178,7 +178,12 @@ def _cached_onnx(model_path: Path, role: str, options: RuntimeOptions) -> tuple[
             return session, metadata, ""
     else:
         problem = "is missing"
-    from liquid_control.inference import export as onnx_export  # loads torch: only when the cache fails
+    try:
+        from liquid_control.inference import export as onnx_export  # loads torch: only when the cache fails
+    except ImportError as error:  # a deploy install without torch (docs/DEPLOY.md): the cache is the only way
+        raise ExportError(f"ONNX cache {cached} {problem}, and exporting it needs {error.name or 'torch'}, which "
+                          f"is not installed: run `liquid-control export {model_path.name}` where torch is and copy "
+                          f"the .onnx files next to {model_path}") from None
 
     started = time.perf_counter()
     made = onnx_export.export_cache(model_path, role)  # ValueError if the file holds no such model
