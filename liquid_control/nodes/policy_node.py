@@ -67,7 +67,8 @@ PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
               "(saves the wait for the next tick, up to one period of latency); the timer still publishes at rate_hz; "
               "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
-              "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
+              "lateness; before Kilted: single, with a warning) or single (SingleThreadedExecutor)",
+              choices=EXECUTORS, read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (its velocities are in the heading frame FLU: "
               "yaw-only)", read_only=True),
     ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
