@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 # Re-exported: the torch-free side of the format (the runtimes read files through onnx_file).
-from liquid_control.inference.onnx_file import FORMAT_VERSION, ROLES, ExportError, cache_path, check_metadata, \
-    file_sha256
+from liquid_control.inference.onnx_file import FORMAT_VERSION, ROLES, ExportError, cache_path, cache_problem, \
+    check_metadata, file_sha256
 
 OPSET = 18
 POLICY_INPUTS = ("features", "state", "timespan")
@@ -468,3 +468,30 @@ def export_caches(model_path: PathLike, *, tolerance: Optional[float] = VERIFY_T
     if not roles:
         raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
     return [export_cache(model_path, role, tolerance=tolerance, bundle=bundle) for role in roles]
+
+
+def ensure_caches(model_path: PathLike, *, tolerance: Optional[float] = VERIFY_TOLERANCE) -> list[CachedExport]:
+    """`export_cache` for each model of the file whose ONNX cache is missing or does not match it (none when
+    all match): a graph that starts perception and policy together builds the cache once, before them,
+    instead of both nodes exporting at start at the same time."""
+    import onnxruntime as ort
+
+    from liquid_control.models.model_file import load_model
+
+    digest = file_sha256(model_path)
+    bundle = None
+    made = []
+    for role in ROLES:
+        cached = cache_path(model_path, role)
+        if cached.is_file():
+            try:
+                metadata = ort.InferenceSession(str(cached), providers=["CPUExecutionProvider"]) \
+                    .get_modelmeta().custom_metadata_map
+                if not cache_problem(metadata, role, digest):
+                    continue
+            except Exception:  # unreadable: rebuilt below
+                pass
+        bundle = load_model(model_path) if bundle is None else bundle
+        if getattr(bundle, role) is not None:
+            made.append(export_cache(model_path, role, tolerance=tolerance, bundle=bundle))
+    return made
