@@ -82,3 +82,17 @@ def test_recorder_config_records_table_topics_with_their_types():
     for entry in params["types"]:
         topic, msgtype = entry.split(":=")
         assert by_name[topic].type == msgtype
+
+
+def test_commands_are_documented_in_the_heading_frame_not_the_body_frame():
+    """cmd_vel is flown in the heading frame (FLU axes turned by yaw only: PX4/ArduPilot's frame 8), not the
+    tilted body frame: no doc, docstring, config or launch line may call a command body FLU."""
+    body = re.compile(r"body[ -](frame )?\(?flu|body-frame|body frame", re.IGNORECASE)
+    command = re.compile(r"cmd_vel|command|setpoint", re.IGNORECASE)
+    files = [*REPO.glob("liquid_control/**/*.py"), *REPO.glob("launch/*.py"), *REPO.glob("config/*.yaml"),
+             *REPO.glob("docs/*.md"), REPO / "README.md"]
+    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in files
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if body.search(line) and command.search(line) and "heading" not in line.lower()
+                 and "paper" not in line.lower()]
+    assert not offenders, offenders

@@ -109,7 +109,7 @@ class FailsafeConfig:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do this cycle. `setpoint` is body FLU; it is HOVER whenever `stream` is False."""
+    """What to do this cycle. `setpoint` is heading-frame FLU (yaw-only); it is HOVER whenever `stream` is False."""
 
     stream: bool
     setpoint: VelocityCommand
@@ -188,7 +188,7 @@ class Failsafe:
             self._mark_live(now_s)
 
     def on_command(self, cmd: VelocityCommand, now_s: float) -> bool:
-        """Take a body-FLU command; non-finite ones are rejected (hover until the next valid one)."""
+        """Take a heading-frame FLU command; non-finite ones are rejected (hover until the next valid one)."""
         if not cmd.is_finite():
             self._rejected_since_valid = True
             self.counters["rejected_commands"] += 1

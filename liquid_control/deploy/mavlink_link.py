@@ -5,7 +5,8 @@ What goes out:
   MAV_AUTOPILOT_INVALID, component MAV_COMP_ID_ONBOARD_COMPUTER = 191 by default);
 - velocity setpoints: SET_POSITION_TARGET_LOCAL_NED in MAV_FRAME_BODY_NED (8) with
   type_mask 0x05C7 = 1479 (use vx, vy, vz and yaw rate; ignore position,
-  acceleration and yaw), converted from our body FLU to body FRD;
+  acceleration and yaw), converted from our heading-frame FLU to FRD: PX4 and ArduPilot
+  fly frame 8 velocities in the heading frame (body axes turned by yaw only, not tilted);
 - arm/disarm and mode changes (COMMAND_LONG), and only when the configuration
   allows them: `send_arm` / `send_mode` raise `CommandNotAllowed` otherwise.
 
@@ -60,7 +61,8 @@ class CommandNotAllowed(PermissionError):
 
 @dataclass(frozen=True)
 class VelocityCommand:
-    """Body-frame velocity command in FLU (REP-103): m/s forward/left/up, yaw rate rad/s CCW."""
+    """Velocity command in the heading frame, FLU axes (REP-103 axes turned by yaw only): m/s forward/left/up,
+    yaw rate rad/s CCW."""
 
     vx: float = 0.0
     vy: float = 0.0
@@ -373,7 +375,7 @@ class MavlinkLink:
         return system, self.config.target_component
 
     def send_velocity(self, cmd: VelocityCommand) -> None:
-        """Stream one body-frame velocity + yaw-rate setpoint (cmd in FLU, sent as FRD)."""
+        """Stream one heading-frame velocity + yaw-rate setpoint (cmd in FLU, sent as FRD in frame 8)."""
         if not cmd.is_finite():
             raise ValueError(f"refusing to send a non-finite velocity setpoint {cmd}")
         vx, vy, vz, yaw_rate = flu_to_frd(cmd)

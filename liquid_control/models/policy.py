@@ -1,7 +1,7 @@
-"""Policy models: features -> body-frame velocity command, with one interface for every kind.
+"""Policy models: features -> heading-frame velocity command, with one interface for every kind.
 
 A `PolicyModel` is a recurrent core (CfC, LSTM, GRU, or a stateless MLP) plus a
-linear readout to ``[vx, vy, vz, yaw_rate]`` in the body frame FLU (REP-103):
+linear readout to ``[vx, vy, vz, yaw_rate]`` in the heading frame, FLU axes (REP-103) turned by yaw only:
 m/s forward, left, up and rad/s counter-clockwise. Input normalisation
 (feature mean/std) and the per-axis command scale are buffers inside the model,
 so an ONNX export or a model file carries them.
@@ -192,7 +192,7 @@ class MLPCore(nn.Module):
 
 # --------------------------------------------------------------------------- policy
 class PolicyModel(nn.Module):
-    """Core + readout to [vx, vy, vz, yaw_rate] (body FLU; m/s, rad/s). See module docstring."""
+    """Core + readout to [vx, vy, vz, yaw_rate] (heading frame FLU; m/s, rad/s). See module docstring."""
 
     __jit_unused_properties__ = ["frame_period_s"]
 
@@ -266,7 +266,7 @@ class PolicyModel(nn.Module):
     def step(self, features: torch.Tensor, state: torch.Tensor,
              timespan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame: features (B,F), state (B,S), timespan (B,1) in nominal frame periods
-        -> (command (B,4) [vx, vy, vz, yaw_rate] body FLU, new_state (B,S))."""
+        -> (command (B,4) [vx, vy, vz, yaw_rate] heading frame FLU, new_state (B,S))."""
         x = (features - self.feature_mean) / self.feature_std
         y, new_state = self.core.step(x, state, timespan)
         # F.linear rather than self.readout(...): skips module-call overhead on the deploy path.

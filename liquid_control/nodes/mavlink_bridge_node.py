@@ -1,4 +1,4 @@
-"""ROS 2 node: cmd_vel (heading-frame FLU) -> MAVLink velocity setpoints for PX4 / ArduPilot, with failsafes.
+"""ROS 2 node: cmd_vel (heading frame FLU: yaw-only) -> MAVLink velocity setpoints for PX4 / ArduPilot, with failsafes.
 
 Subscribes `cmd_vel` (geometry_msgs/TwistStamped, frame base_link), `policy/live`
 (std_msgs/Bool, the policy's liveness) and, with odometry_source:=topic, `odom` (for
@@ -57,7 +57,8 @@ PARAMETERS = [
     ParamSpec("source_component", 191, "our MAVLink component id (191 = onboard computer)", 1, 255, **FIXED),
     ParamSpec("target_system", 0, "vehicle system id; 0 = first autopilot heard", 0, 255, **FIXED),
     ParamSpec("target_component", 1, "vehicle component id (1 = autopilot)", 0, 255, **FIXED),
-    ParamSpec("command_frame_id", "base_link", "cmd_vel frame_id accepted besides empty (body FLU)", **FIXED),
+    ParamSpec("command_frame_id", "base_link",
+              "cmd_vel frame_id accepted besides empty (velocities in the heading frame FLU)", **FIXED),
     ParamSpec("setpoint_rate_hz", 20.0, "setpoint stream rate (Hz); PX4 offboard needs > 2 Hz", 10.0, 100.0, **FIXED),
     ParamSpec("heartbeat_rate_hz", 1.0, "our HEARTBEAT rate (Hz)", 0.5, 5.0, **FIXED),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 10.0, **FIXED),
@@ -109,7 +110,7 @@ class MavlinkBridgeNode(Node):
         self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL))
         self.create_subscription(Bool, POLICY_LIVE.name, self.on_policy_live, qos_profile(POLICY_LIVE))
         if p["odometry_source"] == "topic":
-            self.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM))
+            self.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, subscriber=True))
         self.mode_pub = self.create_publisher(String, MAVLINK_MODE.name, qos_profile(MAVLINK_MODE))
         self.armed_pub = self.create_publisher(Bool, MAVLINK_ARMED.name, qos_profile(MAVLINK_ARMED))
         self.connected_pub = self.create_publisher(Bool, MAVLINK_CONNECTED.name, qos_profile(MAVLINK_CONNECTED))

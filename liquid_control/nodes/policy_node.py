@@ -1,4 +1,4 @@
-"""ROS 2 node: stamped features -> CfC policy at a fixed rate -> cmd_vel (body FLU).
+"""ROS 2 node: stamped features -> CfC policy at a fixed rate -> cmd_vel (heading frame FLU).
 
 Subscribes `features` (sensor_msgs/Image 1xN 32FC1 from the perception node,
 sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
@@ -71,8 +71,10 @@ PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
               "(saves the wait for the next tick, up to one period of latency); the timer still publishes at rate_hz; "
               "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
-              "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
-    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
+              "lateness; before Kilted: single, with a warning) or single (SingleThreadedExecutor)",
+              choices=EXECUTORS, read_only=True),
+    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (its velocities are in the heading frame FLU: "
+              "yaw-only)", read_only=True),
     ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
               "tick, so at most rate_hz", 0.2, 20.0, read_only=True),
 ]
@@ -84,6 +86,8 @@ class PolicyNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
+            self.get_logger().warning(self.runtime.cache_note)
         self.loop = PolicyLoop(PolicyLoopConfig.from_mapping(p), self.runtime)
         self.frame_id = p["command_frame_id"]
         self.executor_kind = p["executor"]  # read by spin_node
