@@ -11,7 +11,11 @@ Layout (format "liquid_control.model", format_version 1):
   ``training`` (free-form dict, e.g. data set, epochs, metrics).
 
 Loading never executes code from the file (safetensors has no pickle). Any wrong,
-truncated or mismatched file raises `ModelFileError` naming the problem and the path.
+truncated or mismatched file raises `ModelFileError` naming the problem and the path: header
+JSON is parsed with a nesting bound, configs are checked (types and sane sizes) before a network
+is built, every tensor's dtype and shape must be the architecture's, and the header's
+``input_normalization``, ``output_scaling`` and ``frame_period_s`` must agree with the stored
+buffers and the policy config.
 Saving writes a temporary file and renames it, so a reader never sees half a file.
 """
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any, Optional
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from liquid_control.util.safe_input import InputError, loads_json, short_repr
 
 from .perception import FeatureExtractor, PerceptionConfig
 from .policy import COMMAND_AXES, PolicyConfig, PolicyModel
@@ -124,14 +130,14 @@ def _decode_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
     decoded: dict[str, Any] = {}
     for key, text in header.items():
         try:
-            decoded[key] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(path, f"header entry {key!r} is not valid JSON ({exc})") from exc
+            decoded[key] = loads_json(text)
+        except InputError as exc:
+            raise ModelFileError(path, f"header entry {short_repr(key)} is {exc}") from None
     if decoded["format"] != FORMAT:
-        raise ModelFileError(path, f"format is {decoded['format']!r}, expected {FORMAT!r}")
+        raise ModelFileError(path, f"format is {short_repr(decoded['format'])}, expected {FORMAT!r}")
     version = decoded.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(path, f"format_version {version!r} is not a positive integer")
+        raise ModelFileError(path, f"format_version {short_repr(version)} is not a positive integer")
     if version > FORMAT_VERSION:
         raise ModelFileError(path, f"format_version {version} is newer than this code reads "
                                    f"({FORMAT_VERSION}); update liquid_control")
@@ -150,6 +156,9 @@ def _load_module(path: Path, module: torch.nn.Module, prefix: str, tensors: dict
         raise ModelFileError(path, f"tensors the {prefix[:-1]} config does not have: "
                                    f"{', '.join(prefix + k for k in unexpected)}")
     for key, value in state.items():
+        if value.dtype != expected[key].dtype:  # e.g. F32 relabelled I32: same bytes, absurd weights
+            raise ModelFileError(path, f"tensor {prefix + key} has dtype {value.dtype} but the "
+                                       f"config needs {expected[key].dtype}")
         if value.shape != expected[key].shape:
             raise ModelFileError(path, f"tensor {prefix + key} has shape {tuple(value.shape)} but the "
                                        f"config needs {tuple(expected[key].shape)}")
@@ -157,6 +166,65 @@ def _load_module(path: Path, module: torch.nn.Module, prefix: str, tensors: dict
             raise ModelFileError(path, f"tensor {prefix + key} contains NaN or inf")
     module.load_state_dict(state)
     module.eval()
+
+
+def _numbers(value: Any, size: int) -> Optional[torch.Tensor]:
+    """`value` as a float64 tensor if it is a list of `size` finite numbers (not bools), else None."""
+    if not isinstance(value, list) or len(value) != size or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    try:
+        tensor = torch.tensor([float(v) for v in value], dtype=torch.float64)
+    except OverflowError:
+        return None
+    return tensor if torch.isfinite(tensor).all() else None
+
+
+def _agrees(stored: torch.Tensor, header: torch.Tensor) -> bool:
+    return torch.allclose(stored.double(), header, rtol=1e-5, atol=1e-6)
+
+
+def _check_policy_header(path: Path, meta: dict[str, Any], policy: PolicyModel) -> None:
+    """The header's input_normalization, output_scaling and frame_period_s against the loaded policy.
+
+    They are what tools read without loading the tensors, so a file whose header says one thing
+    and whose buffers do another is refused rather than run with the buffers' values.
+    """
+    size = policy.feature_size
+    if not bool((policy.feature_std > 0).all()):
+        raise ModelFileError(path, "tensor policy.feature_std must be > 0 everywhere")
+    if not bool((policy.command_scale > 0).all()):
+        raise ModelFileError(path, "tensor policy.command_scale must be > 0 on every axis")
+    normalization = meta.get("input_normalization")
+    if normalization is not None:
+        if not isinstance(normalization, dict) or set(normalization) != {"mean", "std"}:
+            raise ModelFileError(path, f"input_normalization must be {{mean: [...], std: [...]}}, "
+                                       f"got {short_repr(normalization)}")
+        for name, stored in (("mean", policy.feature_mean), ("std", policy.feature_std)):
+            values = _numbers(normalization[name], size)
+            if values is None:
+                raise ModelFileError(path, f"input_normalization.{name} must be {size} finite numbers, "
+                                           f"got {short_repr(normalization[name])}")
+            if not _agrees(stored, values):
+                raise ModelFileError(path, f"input_normalization.{name} in the header disagrees with the "
+                                           f"stored tensor policy.feature_{name}")
+    scaling = meta.get("output_scaling")
+    if scaling is not None:
+        if not isinstance(scaling, dict) or set(scaling) != {"axes", "scale"} or \
+                scaling["axes"] != list(COMMAND_AXES):
+            raise ModelFileError(path, f"output_scaling must be {{axes: {list(COMMAND_AXES)}, scale: [4 numbers]}}, "
+                                       f"got {short_repr(scaling)}")
+        values = _numbers(scaling["scale"], len(COMMAND_AXES))
+        if values is None:
+            raise ModelFileError(path, f"output_scaling.scale must be {len(COMMAND_AXES)} finite numbers, "
+                                       f"got {short_repr(scaling['scale'])}")
+        if not _agrees(policy.command_scale, values):
+            raise ModelFileError(path, f"output_scaling.scale {short_repr(scaling['scale'])} in the header disagrees "
+                                       f"with the stored tensor policy.command_scale "
+                                       f"{[round(v, 6) for v in policy.command_scale.tolist()]}")
+    if "frame_period_s" in meta and meta["frame_period_s"] != policy.config.frame_period_s:
+        raise ModelFileError(path, f"frame_period_s {short_repr(meta['frame_period_s'])} in the header disagrees "
+                                   f"with policy_config.frame_period_s {policy.config.frame_period_s}")
 
 
 def load_model(path: str | os.PathLike) -> ModelBundle:
@@ -174,18 +242,14 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         try:
             policy_config = PolicyConfig.from_dict(meta["policy_config"])
             policy = PolicyModel(policy_config)
-        except (TypeError, ValueError) as exc:
-            raise ModelFileError(path, f"invalid policy_config: {exc}") from exc
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ModelFileError(path, f"invalid policy_config: {exc}") from None
         derived_masks = {k: v.clone() for k, v in policy.state_dict().items() if k.endswith("head_mask")}
         _load_module(path, policy, "policy.", tensors)
         for key, mask in derived_masks.items():
             if not torch.equal(policy.state_dict()[key], mask):
                 raise ModelFileError(path, f"tensor policy.{key} disagrees with the wiring in policy_config")
-        normalization = meta.get("input_normalization") or {}
-        if normalization and not (
-                torch.allclose(policy.feature_mean, torch.tensor(normalization.get("mean", [])))
-                and torch.allclose(policy.feature_std, torch.tensor(normalization.get("std", [])))):
-            raise ModelFileError(path, "input_normalization in the header disagrees with the stored buffers")
+        _check_policy_header(path, meta, policy)
     elif any(key.startswith("policy.") for key in tensors):
         raise ModelFileError(path, "policy tensors present but no policy_config in the header")
 
@@ -193,8 +257,8 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         try:
             perception_config = PerceptionConfig.from_dict(meta["perception_config"])
             perception = FeatureExtractor(perception_config)
-        except (TypeError, ValueError) as exc:
-            raise ModelFileError(path, f"invalid perception_config: {exc}") from exc
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ModelFileError(path, f"invalid perception_config: {exc}") from None
         _load_module(path, perception, "perception.", tensors)
     elif any(key.startswith("perception.") for key in tensors):
         raise ModelFileError(path, "perception tensors present but no perception_config in the header")

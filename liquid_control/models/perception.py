@@ -24,6 +24,13 @@ from torch import nn
 from liquid_control.config import ConfigBase
 
 ENCODINGS = ("rgb8", "bgr8", "mono8")
+# Sanity bounds on a config read from a file: far above anything useful for a <= 300K-parameter net
+# (DESIGN.md budget), far below what would make building the network allocate gigabytes.
+MAX_INPUT_SIDE = 2048
+MAX_CHANNELS = 1024
+MAX_CONV_LAYERS = 10
+MAX_KEYPOINTS = 1024
+MAX_FEATURES = 4096
 
 
 @dataclass
@@ -54,6 +61,12 @@ class PerceptionConfig(ConfigBase):
             problems.append("conv_channels must be a non-empty list of positive integers")
         if self.keypoints < 1 or self.feature_size < 1:
             problems.append("keypoints and feature_size must be positive")
+        if len(self.conv_channels) > MAX_CONV_LAYERS or any(c > MAX_CHANNELS for c in self.conv_channels):
+            problems.append(f"conv_channels: at most {MAX_CONV_LAYERS} layers of at most {MAX_CHANNELS} channels")
+        if self.keypoints > MAX_KEYPOINTS or self.feature_size > MAX_FEATURES:
+            problems.append(f"keypoints must be <= {MAX_KEYPOINTS} and feature_size <= {MAX_FEATURES}")
+        if self.height > MAX_INPUT_SIDE or self.width > MAX_INPUT_SIDE:
+            problems.append(f"image {self.height}x{self.width}: at most {MAX_INPUT_SIDE} pixels per side")
         reduction = 2 ** len(self.conv_channels)
         if self.height < reduction or self.width < reduction:
             problems.append(f"image {self.height}x{self.width} is too small for {len(self.conv_channels)} "

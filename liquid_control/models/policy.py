@@ -45,6 +45,12 @@ from .cfc import ACTIVATIONS, CfC, MODES
 from .wiring import Wiring
 
 KINDS = ("cfc", "lstm", "gru", "mlp")
+# Sanity bounds on a config read from a file: policies here have ~20K parameters (DESIGN.md), so these
+# are generous, and low enough that building a network from a corrupt header never allocates gigabytes.
+MAX_WIDTH = 2048  # feature_size, units, hidden sizes
+MAX_LAYERS = 16
+# Camera frame periods (s) a model may be trained for: 1 ms (1 kHz) to 1 s (1 Hz); the cameras here run 15-60 Hz.
+FRAME_PERIOD_RANGE_S = (1e-3, 1.0)
 COMMAND_AXES = ("vx", "vy", "vz", "yaw_rate")
 COMMAND_SIZE = len(COMMAND_AXES)
 
@@ -103,8 +109,16 @@ class PolicyConfig(ConfigBase):
             problems.append(f"cfc_activation {self.cfc_activation!r} is not one of {sorted(ACTIVATIONS)}")
         if self.rnn_hidden_size < 1 or any(v < 1 for v in self.mlp_hidden_sizes):
             problems.append("hidden sizes must be positive")
-        if not self.frame_period_s > 0:
-            problems.append(f"frame_period_s must be > 0, got {self.frame_period_s}")
+        widths = (self.feature_size, self.cfc_units, self.cfc_motor_neurons, self.cfc_backbone_units,
+                  self.rnn_hidden_size, *self.mlp_hidden_sizes)
+        if any(w > MAX_WIDTH for w in widths) or self.cfc_backbone_layers > MAX_LAYERS or \
+                len(self.mlp_hidden_sizes) > MAX_LAYERS:
+            problems.append(f"sizes must be <= {MAX_WIDTH} and layer counts <= {MAX_LAYERS}")
+        low, high = FRAME_PERIOD_RANGE_S
+        if isinstance(self.frame_period_s, bool) or not isinstance(self.frame_period_s, (int, float)) or \
+                not low <= self.frame_period_s <= high:
+            problems.append(f"frame_period_s must be a number of seconds in [{low:g}, {high:g}], "
+                            f"got {self.frame_period_s!r}")
         if problems:
             raise ValueError("PolicyConfig: " + "; ".join(problems))
 
