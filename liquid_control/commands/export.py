@@ -16,14 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.inference.export import ExportError, export_model_file
-    from liquid_control.models.model_file import ModelFileError
+    from liquid_control.inference.export import export_model_file
 
-    try:
-        report = export_model_file(args.model, Path(args.out), tolerance=None)
-    except (ExportError, ModelFileError) as error:
-        print(f"error: {error}")
-        return 1
+    # Errors (ExportError, ModelFileError) reach cli.main: one line on stderr, exit status 2.
+    report = export_model_file(args.model, Path(args.out), tolerance=None)
     failed = False
     for role, path, diff in (("policy", report.policy_path, report.policy_max_diff),
                              ("perception", report.perception_path, report.perception_max_diff)):

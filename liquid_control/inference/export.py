@@ -264,8 +264,11 @@ def _save(model: "onnx.ModelProto", path: PathLike) -> Path:  # noqa: F821
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(model, str(path))
+    except OSError as error:  # e.g. --out under /proc or a read-only disk
+        raise ExportError(f"{path}: cannot write the ONNX file ({error.strerror or error})") from None
     return path
 
 

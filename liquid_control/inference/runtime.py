@@ -26,7 +26,6 @@ velocity / hover); nothing here ever returns a command it did not compute.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ import torch
 from torch import nn
 
 from liquid_control.inference import export as onnx_export
+from liquid_control.interfaces.codec import MAX_IMAGE_PIXELS
+from liquid_control.util.safe_input import clip, loads_json, short_repr
 
 Backend = Literal["auto", "onnxruntime", "torch"]
 BACKENDS = ("auto", "onnxruntime", "torch")
@@ -119,7 +120,7 @@ def _resolve_backend(source: Source, backend: Backend) -> str:
     return "onnxruntime"
 
 
-def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions) -> Any:
+def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions, source: str) -> Any:
     import onnxruntime as ort
 
     session_options = ort.SessionOptions()
@@ -129,9 +130,13 @@ def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions) ->
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.log_severity_level = 3  # errors only: provider fallbacks are reported via .providers
     providers = select_providers(options.providers, options.fp16)
-    return ort.InferenceSession(model_bytes_or_path, session_options,
-                                providers=[name for name, _ in providers],
-                                provider_options=[opts for _, opts in providers])
+    try:
+        return ort.InferenceSession(model_bytes_or_path, session_options,
+                                    providers=[name for name, _ in providers],
+                                    provider_options=[opts for _, opts in providers])
+    except Exception as error:  # onnxruntime's Fail / InvalidGraph / InvalidArgument ... : a bad graph
+        raise onnx_export.ExportError(f"{source}: onnxruntime cannot load this graph: "
+                                      f"{clip(str(error), 300)}") from None
 
 
 def _check_graph(session: Any, source: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:
@@ -177,6 +182,26 @@ def _load(source: Source, role: str) -> tuple[Optional[nn.Module], Optional[Any]
     return module, None, str(path)
 
 
+def _metadata_size(metadata: dict[str, str], key: str) -> int:
+    """A positive size from ONNX metadata (text), bounded like a model file's configs."""
+    from liquid_control.models.policy import MAX_WIDTH
+
+    text = metadata[key]
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2 * MAX_WIDTH:  # an LSTM state is 2 x hidden size
+        raise ValueError(f"{key} {short_repr(text)} is not an integer in [1, {2 * MAX_WIDTH}]")
+    return int(text)
+
+
+def _metadata_frame_period(metadata: dict[str, str]) -> float:
+    from liquid_control.models.policy import FRAME_PERIOD_RANGE_S
+
+    value = float(metadata["frame_period_s"])
+    low, high = FRAME_PERIOD_RANGE_S
+    if not low <= value <= high:  # also refuses NaN
+        raise ValueError(f"frame_period_s {short_repr(metadata['frame_period_s'])} is not in [{low:g}, {high:g}] s")
+    return value
+
+
 class PolicyRuntime:
     """Runs the policy one step at a time and holds its recurrent state.
 
@@ -203,16 +228,16 @@ class PolicyRuntime:
         else:
             metadata = onnx_export.metadata_of(onnx_model, self.source)
             try:
-                self.feature_size = int(metadata["feature_size"])
-                self.state_size = int(metadata["state_size"])
-                self.frame_period_s = float(metadata["frame_period_s"])
-                initial = np.asarray(json.loads(metadata["initial_state"]), dtype=np.float32)
-            except (KeyError, ValueError) as error:
+                self.feature_size = _metadata_size(metadata, "feature_size")
+                self.state_size = _metadata_size(metadata, "state_size")
+                self.frame_period_s = _metadata_frame_period(metadata)
+                initial = np.asarray(loads_json(metadata["initial_state"]), dtype=np.float32)
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
                 raise onnx_export.ExportError(f"{self.source}: policy metadata is incomplete or invalid "
-                                              f"({error!r}); re-export the model") from error
-            if initial.shape != (self.state_size,):
-                raise onnx_export.ExportError(f"{self.source}: initial_state metadata has {initial.size} values, "
-                                              f"expected state_size={self.state_size}")
+                                              f"({clip(repr(error))}); re-export the model") from None
+            if initial.shape != (self.state_size,) or not np.isfinite(initial).all():
+                raise onnx_export.ExportError(f"{self.source}: initial_state metadata must be {self.state_size} "
+                                              f"finite numbers (state_size), got shape {initial.shape}")
         self._initial_state = initial.astype(np.float32)
         # Pre-allocated buffers: the only memory a step touches. Outputs share one array laid
         # out [state A | command | state B], so "command and the state just written are finite"
@@ -236,7 +261,7 @@ class PolicyRuntime:
             self._torch_states = tuple(torch.from_numpy(buffer) for buffer in self._states)
         else:
             data = onnx_model if onnx_model is not None else onnx_export.policy_onnx(model)
-            self._session = _session(data.SerializeToString(), self.options)
+            self._session = _session(data.SerializeToString(), self.options, self.source)
             self.providers = list(self._session.get_providers())
             _check_graph(self._session, self.source,
                          {"features": (self.feature_size,), "state": (self.state_size,), "timespan": (1,)},
@@ -276,8 +301,10 @@ class PolicyRuntime:
             raise ValueError(f"policy: features contain NaN/inf or absurdly large values (indices {bad or 'all'})")
         try:
             value = float(timespan)
+        except OverflowError:  # an int beyond float range (10**400): not finite either
+            value = math.inf
         except (TypeError, ValueError):
-            raise ValueError(f"policy: timespan must be a number, got {timespan!r}") from None
+            raise ValueError(f"policy: timespan must be a number, got {short_repr(timespan)}") from None
         if not math.isfinite(value) or value < 0.0:
             raise ValueError(f"policy: timespan must be finite and >= 0 (nominal frame periods), got {value}")
         self._timespan[0, 0] = value
@@ -296,7 +323,10 @@ class PolicyRuntime:
             self._command[:] = command.numpy()
             self._states[1 - current][:] = new_state.numpy()
         else:
-            self._session.run_with_iobinding(self._bindings[current])
+            try:
+                self._session.run_with_iobinding(self._bindings[current])
+            except Exception as error:  # a graph that loads but fails at run time: bad input, state unchanged
+                raise ValueError(f"policy: onnxruntime failed: {clip(str(error))}") from None
         written = self._written[current]
         if not math.isfinite(np.dot(written, written)):
             raise ValueError("policy: the model produced a non-finite command or state; state left unchanged")
@@ -307,16 +337,21 @@ class PolicyRuntime:
 class PerceptionRuntime:
     """Runs the perception model: ``features(image uint8 (H, W[, C]), encoding) -> (N,)``.
 
-    Images of any size are resized/converted by models.perception.preprocess
-    (OpenCV) to the model's input; encodings are those of sensor_msgs/Image
+    Images of up to `max_image_pixels` (H * W; default 4096 x 4096) are resized/converted by
+    models.perception.preprocess (OpenCV) to the model's input; a larger one is a ValueError, so a
+    corrupt or hostile frame cannot stall the caller. Encodings are those of sensor_msgs/Image
     (rgb8, bgr8, mono8, ...).
     """
 
-    def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, **option_overrides: Any) -> None:
+    def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, *,
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, **option_overrides: Any) -> None:
         from liquid_control.models.perception import PerceptionConfig
 
         if options is not None and option_overrides:
             raise ValueError("runtime: pass either options= or keyword options, not both")
+        if not isinstance(max_image_pixels, int) or isinstance(max_image_pixels, bool) or max_image_pixels < 1:
+            raise ValueError(f"runtime: max_image_pixels must be a positive integer, got {max_image_pixels!r}")
+        self.max_image_pixels = max_image_pixels
         self.options = options or RuntimeOptions(**option_overrides)
         self.backend = _resolve_backend(source, self.options.backend)
         model, onnx_model, self.source = _load(source, "perception")
@@ -326,10 +361,10 @@ class PerceptionRuntime:
         else:
             metadata = onnx_export.metadata_of(onnx_model, self.source)
             try:
-                self.config = PerceptionConfig.from_dict(json.loads(metadata["perception_config"]))
-            except (KeyError, TypeError, ValueError) as error:
+                self.config = PerceptionConfig.from_dict(loads_json(metadata["perception_config"]))
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
                 raise onnx_export.ExportError(f"{self.source}: perception metadata is incomplete or invalid "
-                                              f"({error!r}); re-export the model") from error
+                                              f"({clip(repr(error))}); re-export the model") from None
         self.feature_size = int(self.config.feature_size)
         height, width = int(self.config.height), int(self.config.width)
         self._image = np.zeros((1, 3, height, width), np.float32)
@@ -342,7 +377,7 @@ class PerceptionRuntime:
             self._image_t = torch.from_numpy(self._image)
         else:
             data = onnx_model if onnx_model is not None else onnx_export.perception_onnx(model)
-            self._session = _session(data.SerializeToString(), self.options)
+            self._session = _session(data.SerializeToString(), self.options, self.source)
             self.providers = list(self._session.get_providers())
             _check_graph(self._session, self.source, {"image": (3, height, width)},
                          {"features": (self.feature_size,)})
@@ -353,12 +388,15 @@ class PerceptionRuntime:
         """Features (N,) of one camera image. Raises ValueError for unusable images or non-finite output."""
         from liquid_control.models.perception import preprocess
 
-        self._image[0] = preprocess(image, encoding, self.config)
+        self._image[0] = preprocess(image, encoding, self.config, self.max_image_pixels)
         if self._model is not None:
             with torch.inference_mode():
                 np.copyto(self._features, self._model(self._image_t).numpy())
         else:
-            self._session.run_with_iobinding(self._binding)
+            try:
+                self._session.run_with_iobinding(self._binding)
+            except Exception as error:
+                raise ValueError(f"perception: onnxruntime failed: {clip(str(error))}") from None
         if not np.isfinite(self._features).all():
             raise ValueError("perception: the model produced non-finite features")
         return self._features[0].copy()
