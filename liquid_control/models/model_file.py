@@ -8,7 +8,9 @@ Layout (format "liquid_control.model", format_version 1):
   ``format``, ``format_version``, ``policy_config``, ``perception_config`` (dataclass dicts,
   the policy's including its exact wiring), ``input_normalization`` ({mean, std}),
   ``output_scaling`` ({axes, scale}), ``frame_period_s`` (nominal, s), ``created`` (UTC ISO 8601),
-  ``training`` (free-form dict, e.g. data set, epochs, metrics).
+  ``training`` (free-form dict, e.g. data set, epochs, metrics), ``tensors_sha256`` (SHA-256 over every
+  tensor's name, dtype, shape and bytes: safetensors has no checksum of its own, so without it a flipped
+  bit in the weights would load silently; files written before it was added load without the check).
 
 Loading never executes code from the file (safetensors has no pickle). Any wrong,
 truncated or mismatched file raises `ModelFileError` naming the problem and the path: header
@@ -21,6 +23,7 @@ Saving writes a temporary file and renames it, so a reader never sees half a fil
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -86,6 +89,7 @@ def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
                 tensors[prefix + name] = value.detach().to("cpu").contiguous().clone()
     metadata: dict[str, Any] = {
         "format": FORMAT,
+        "tensors_sha256": tensors_digest(tensors),
         "format_version": FORMAT_VERSION,
         "policy_config": None if policy is None else policy.config.to_dict(),
         "perception_config": None if perception is None else perception.config.to_dict(),
@@ -110,6 +114,16 @@ def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -232,6 +246,9 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     path = Path(path)
     header, tensors = _read(path)
     meta = _decode_header(path, header)
+    expected_digest = meta.get("tensors_sha256")
+    if expected_digest is not None and expected_digest != tensors_digest(tensors):
+        raise ModelFileError(path, "the tensors do not match the header's tensors_sha256: the file is corrupt")
     stray = sorted(key for key in tensors if not key.startswith(PREFIXES))
     if stray:
         raise ModelFileError(path, f"unexpected tensors (not policy.* or perception.*): {', '.join(stray[:5])}")
