@@ -8,9 +8,10 @@ Layout (format "liquid_control.model", format_version 1):
   ``format``, ``format_version``, ``policy_config``, ``perception_config`` (dataclass dicts,
   the policy's including its exact wiring), ``input_normalization`` ({mean, std}),
   ``output_scaling`` ({axes, scale}), ``frame_period_s`` (nominal, s), ``created`` (UTC ISO 8601),
-  ``training`` (free-form dict, e.g. data set, epochs, metrics), ``tensors_sha256`` (SHA-256 over every
-  tensor's name, dtype, shape and bytes: safetensors has no checksum of its own, so without it a flipped
-  bit in the weights would load silently; files written before it was added load without the check).
+  ``training`` (free-form dict, e.g. data set, epochs, metrics), ``content_sha256`` (SHA-256 over every
+  tensor's name, dtype, shape and bytes and the header entries in `DIGESTED`: safetensors has no checksum
+  of its own, so without it a flipped bit in the weights, or an edited input size, would load silently;
+  files written before it was added load without the check).
 
 Loading never executes code from the file (safetensors has no pickle). Any wrong,
 truncated or mismatched file raises `ModelFileError` naming the problem and the path: header
@@ -89,7 +90,7 @@ def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
                 tensors[prefix + name] = value.detach().to("cpu").contiguous().clone()
     metadata: dict[str, Any] = {
         "format": FORMAT,
-        "tensors_sha256": tensors_digest(tensors),
+
         "format_version": FORMAT_VERSION,
         "policy_config": None if policy is None else policy.config.to_dict(),
         "perception_config": None if perception is None else perception.config.to_dict(),
@@ -105,6 +106,7 @@ def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
         header = {key: json.dumps(value) for key, value in metadata.items()}
     except TypeError as exc:
         raise ModelFileError(path, f"training metadata is not JSON-serialisable ({exc})") from exc
+    header[DIGEST_KEY] = json.dumps(content_digest(tensors, header))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -116,9 +118,17 @@ def save_model(path: str | os.PathLike, policy: Optional[PolicyModel] = None,
     return path
 
 
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 (hex) over the tensors' names, dtypes, shapes and bytes, in name order."""
+DIGEST_KEY = "content_sha256"
+# Header entries that define what the network computes (not format, created, training: informational).
+DIGESTED = ("policy_config", "perception_config", "input_normalization", "output_scaling", "frame_period_s")
+
+
+def content_digest(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> str:
+    """SHA-256 (hex) over the DIGESTED header entries (as stored, JSON text) and the tensors' names,
+    dtypes, shapes and bytes, in name order."""
     digest = hashlib.sha256()
+    for key in DIGESTED:
+        digest.update(f"{key}={header.get(key)}\n".encode())
     for key in sorted(tensors):
         value = tensors[key].detach().to("cpu").contiguous()
         digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
@@ -246,9 +256,10 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     path = Path(path)
     header, tensors = _read(path)
     meta = _decode_header(path, header)
-    expected_digest = meta.get("tensors_sha256")
-    if expected_digest is not None and expected_digest != tensors_digest(tensors):
-        raise ModelFileError(path, "the tensors do not match the header's tensors_sha256: the file is corrupt")
+    expected_digest = meta.get(DIGEST_KEY)
+    if expected_digest is not None and expected_digest != content_digest(tensors, header):
+        raise ModelFileError(path, f"the tensors and header do not match the header's {DIGEST_KEY}: the file "
+                                   "is corrupt or was edited")
     stray = sorted(key for key in tensors if not key.startswith(PREFIXES))
     if stray:
         raise ModelFileError(path, f"unexpected tensors (not policy.* or perception.*): {', '.join(stray[:5])}")
