@@ -33,6 +33,11 @@ def _dataclass_in(hint: Any) -> type | None:
     return None
 
 
+def _optional(hint: Any) -> bool:
+    """Whether a type hint allows None (`X | None`, `Optional[X]`)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
 def _coerce(hint: Any, value: Any) -> Any:
     """A YAML/JSON list as the tuple a `tuple[X, ...]` field expects (elements cast to int/float)."""
     if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
@@ -82,7 +87,9 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | 
     kwargs = {}
     for name, value in data.items():
         nested = _dataclass_in(hints[name])
-        if nested is not None and value is not None and not isinstance(value, nested):
+        if nested is not None and value is None and not _optional(hints[name]):
+            kwargs[name] = nested()  # an empty YAML section (`optim:`) means its defaults
+        elif nested is not None and value is not None and not isinstance(value, nested):
             kwargs[name] = config_from_dict(nested, value, f"{where}.{name}")
         else:
             _check_scalar(hints[name], value, f"{where}.{name}")

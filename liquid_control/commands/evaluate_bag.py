@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     # Errors (BagError, ModelFileError, ExportError, ValueError, OSError) reach cli.main: one line, exit 2.
     config = EvaluationConfig(args.image_topic, args.command_topic, max_match_gap_s=args.max_match_gap,
                               strict=args.strict)
-    perception = PerceptionRuntime(perception_source, backend=args.backend)
+    # The policy first: an unusable policy file is refused before the perception is (maybe) exported.
     policy = PolicyRuntime(policy_source, backend=args.backend)
+    perception = PerceptionRuntime(perception_source, backend=args.backend)
     evaluation = evaluate_bag(args.bag, perception, policy, config)
     out_dir = Path(args.output) if args.output else Path(str(Path(args.bag)).rstrip("/") + "_evaluation")
     report_path, plot_path = write_outputs(evaluation, out_dir)

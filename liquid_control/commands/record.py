@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.repair:
+    if args.repair is not None:  # `--repair ""` is a (bad) path, not "no repair"
         from liquid_control.bags.writer import repair_bag
 
         result = repair_bag(args.repair)  # a BagError reaches cli.main: one line on stderr, exit status 2

@@ -43,6 +43,7 @@ Backend = Literal["auto", "onnxruntime", "torch"]
 BACKENDS = ("auto", "onnxruntime", "torch")
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 Source = Union[str, Path, nn.Module]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class PolicyRuntime:
             value = math.inf
         except (TypeError, ValueError):
             raise ValueError(f"policy: timespan must be a number, got {short_repr(timespan)}") from None
-        if not math.isfinite(value) or value < 0.0:
+        if not 0.0 <= value <= _FLOAT32_MAX:  # also NaN; beyond float32 the graph would see inf
             raise ValueError(f"policy: timespan must be finite and >= 0 (nominal frame periods), got {value}")
         self._timespan[0, 0] = value
 
