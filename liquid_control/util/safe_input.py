@@ -78,6 +78,20 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
 
+    # The scanner runs ahead of the composer and keeps one possible simple key per open flow
+    # collection, rescanned at every token: quadratic on "[[[[..." (5000 deep: seconds). Stop it early.
+    def fetch_flow_sequence_start(self) -> None:
+        self._check_flow_level()
+        super().fetch_flow_sequence_start()
+
+    def fetch_flow_mapping_start(self) -> None:
+        self._check_flow_level()
+        super().fetch_flow_mapping_start()
+
+    def _check_flow_level(self) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise InputError(f"nested deeper than {MAX_DEPTH} levels")
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
