@@ -397,6 +397,10 @@ def export_bundle(policy: Optional[nn.Module], perception: Optional[nn.Module], 
     """Export and verify whichever of policy/perception is given into `out_dir`
     (``policy.onnx``, ``perception.onnx``)."""
     out_dir = Path(out_dir)
+    try:  # before exporting (seconds of work): an unwritable --out fails at once
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"{out_dir}: cannot write the ONNX files there ({error.strerror or error})") from None
     policy_path = perception_path = None
     policy_diff = perception_diff = None
     if policy is not None:
