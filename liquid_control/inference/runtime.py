@@ -171,8 +171,8 @@ def _load(source: Source, role: str) -> tuple[Optional[nn.Module], Optional[Any]
         model = onnx_export.load_onnx(path)
         metadata = onnx_export.metadata_of(model, str(path))
         if metadata.get("role") != role:
-            raise onnx_export.ExportError(f"{path}: this ONNX file holds a {metadata.get('role')!r} model, "
-                                          f"not a {role!r} model")
+            raise onnx_export.ExportError(f"{path}: this ONNX file holds a {short_repr(metadata.get('role'))} "
+                                          f"model, not a {role!r} model")
         return None, model, str(path)
     from liquid_control.models.model_file import load_model
 
