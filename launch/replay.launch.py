@@ -22,7 +22,8 @@ def generate_launch_description():
     config = os.path.join(get_package_share_directory("liquid_control"), "config")
     model = ParameterValue(LaunchConfiguration("model_path"), value_type=str)
     return LaunchDescription([
-        DeclareLaunchArgument("bag", default_value="", description="bag directory or .mcap file to play (required)"),
+        # No default: `ros2 launch` refuses to start without bag:=... (launch's own required-argument check).
+        DeclareLaunchArgument("bag", description="bag directory or .mcap file to play (required)"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
         DeclareLaunchArgument("model_path", default_value="",
                               description="model file ('' = models/default_cfc.safetensors)"),

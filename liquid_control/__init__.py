@@ -7,15 +7,17 @@ below (tests/test_import_layers.py checks this and that module-level imports for
    rate/lateness statistics (`timing`); `config.py`: one `from_dict`/`to_dict` for config dataclasses.
 1. Domain cores, no ROS: `models/` (CfC and baselines, perception CNN, the model file),
    `simulation/` (PyBullet world, camera, scenarios, episodes, `session` = the sim node's logic),
-   `bags/` (rosbag2 read/write), `deploy/` (MAVLink link, failsafe), the interface table and codec.
+   `bags/` (rosbag2 read/write), `deploy/` (MAVLink link, failsafe, vehicle state), the interface table and codec.
 2. `inference/`: running trained models as they fly: runtimes, ONNX export, which model to load,
-   and the one deploy loop (`loop.PolicyLoop`) plus the perception stage's frame gate.
+   and the one deploy loop (`loop.PolicyLoop`) plus the perception stage's frame gate, and the
+   pre-flight checks of `liquid-control doctor` (`preflight`).
 3. `evaluation/`: measuring a policy as deployed (closed loop in the simulator, offline on bags)
    through that same loop; statistics and plots for the reports.
 4. `learning/`: data collection (DAgger flies `evaluation`'s controller), data set, training;
    `analysis/`: saliency and neuron traces (`liquid-control explain`).
 5. `nodes/`: thin rclpy adapters (one class + `main()` each) around the cores, and `graph`, which
-   starts them as processes.
+   starts them as processes; helpers `common`, `vehicle_msgs` (the FC's state as ROS messages) and
+   `camera_probe` (the ROS side of `liquid-control doctor`).
 6. `commands/`: one module per `liquid-control` subcommand; 7. `cli.py`: the entry point.
 """
 

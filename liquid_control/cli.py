@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("liquid_control.commands.train", "train perception + policy by imitation from a YAML recipe"),
     "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
     "explain": ("liquid_control.commands.explain", "saliency overlays (VisualBackProp, integrated gradients) and CfC neuron traces of a model"),
+    "results": ("liquid_control.commands.results", "rewrite the tables of docs/RESULTS.md from the committed evaluation reports"),
+    "doctor": ("liquid_control.commands.doctor", "pre-flight check: ROS, camera vs model, inference time, flight-controller link, failsafe settings"),
     "bench": ("liquid_control.commands.bench", "run a benchmark from benchmarks/ (omit the name to list them)"),
 }
 
@@ -69,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # Project errors that are not ValueErrors, by module: looked up only in modules already imported
 # (an error of a class never imported cannot have been raised), so `info` still imports no torch.
-_OTHER_INPUT_ERRORS = (("liquid_control.models.model_file", "ModelFileError"),
-                       ("liquid_control.inference.export", "ExportError"))
+# Their torch-free homes (models.model_file and inference.export re-export the same classes), so an
+# error raised on the deploy path, which never imports those two, is recognised too.
+_OTHER_INPUT_ERRORS = (("liquid_control.models.errors", "ModelFileError"),
+                       ("liquid_control.inference.onnx_file", "ExportError"))
 
 
 def is_input_error(error: BaseException) -> bool:

@@ -13,8 +13,12 @@ Each line carries `t`, time.monotonic() at reception (CLOCK_MONOTONIC, shared by
 the processes of one machine). Once it has heard from the bridge it sends its own
 HEARTBEAT as a PX4 or ArduPilot quadrotor at `--heartbeat-hz`, answers
 COMMAND_LONG arm/disarm and DO_SET_MODE with COMMAND_ACK and applies them to the
-state it reports. Control lines on stdin: `heartbeat off` (simulate link loss),
-`heartbeat on`, `mode NAME`, `arm`, `disarm`, `quit`.
+state it reports. It answers TIMESYNC requests with its clock = CLOCK_MONOTONIC +
+CLOCK_OFFSET_S. Control lines on stdin: `heartbeat off` (simulate link loss),
+`heartbeat on`, `mode NAME`, `arm`, `disarm`, `quit`, and vehicle state it then sends
+with every heartbeat: `position X Y Z VX VY VZ` (LOCAL_POSITION_NED, m and m/s),
+`attitude ROLL PITCH YAW P Q R` (ATTITUDE, rad and rad/s), `battery MV,MV,... CURRENT_CA
+REMAINING_PCT` (BATTERY_STATUS).
 
 `AutopilotProcess` runs it from a test and collects the events.
 """
@@ -35,6 +39,7 @@ from pymavlink import mavutil
 mavlink = mavutil.mavlink
 AUTOPILOT_IDS = {"px4": mavlink.MAV_AUTOPILOT_PX4, "ardupilot": mavlink.MAV_AUTOPILOT_ARDUPILOTMEGA}
 DEFAULT_MODES = {"px4": "POSCTL", "ardupilot": "LOITER"}
+CLOCK_OFFSET_S = 5.0  # the autopilot's TIMESYNC clock runs this far ahead of CLOCK_MONOTONIC
 
 
 def _px4_custom_mode(name: str) -> int:
@@ -52,6 +57,10 @@ class _Autopilot:
         self.custom_mode = 0
         self.set_mode_by_name(mode)
         self.peer_heard = False
+        self.position: list[float] | None = None
+        self.attitude: list[float] | None = None
+        self.battery: tuple[list[int], int, int] | None = None
+        self.boot = time.monotonic()
 
     def set_mode_by_name(self, name: str) -> None:
         if self.family == "px4":
@@ -69,6 +78,16 @@ class _Autopilot:
         state = mavlink.MAV_STATE_ACTIVE if self.armed else mavlink.MAV_STATE_STANDBY
         self.conn.mav.heartbeat_send(mavlink.MAV_TYPE_QUADROTOR, AUTOPILOT_IDS[self.family], base_mode,
                                      self.custom_mode, state)
+        boot_ms = int((time.monotonic() - self.boot) * 1000)
+        if self.position is not None:
+            self.conn.mav.local_position_ned_send(boot_ms, *self.position)
+        if self.attitude is not None:
+            self.conn.mav.attitude_send(boot_ms, *self.attitude)
+        if self.battery is not None:
+            cells, current, remaining = self.battery
+            voltages = (cells + [65535] * 10)[:10]
+            self.conn.mav.battery_status_send(0, mavlink.MAV_BATTERY_FUNCTION_ALL, mavlink.MAV_BATTERY_TYPE_LIPO,
+                                              2500, voltages, current, -1, -1, remaining)
 
     def handle(self, msg) -> None:
         kind, now = msg.get_type(), time.monotonic()
@@ -82,6 +101,9 @@ class _Autopilot:
         elif kind == "HEARTBEAT":
             self.emit({"event": "heartbeat", "t": now, "type": msg.type, "autopilot": msg.autopilot,
                        "system": msg.get_srcSystem(), "component": msg.get_srcComponent()})
+        elif kind == "TIMESYNC" and msg.tc1 == 0:
+            self.conn.mav.timesync_send(time.monotonic_ns() + int(CLOCK_OFFSET_S * 1e9), msg.ts1)
+            self.emit({"event": "timesync", "t": now})
         elif kind == "SET_MODE":
             self.emit({"event": "set_mode", "t": now, "base_mode": msg.base_mode, "custom_mode": msg.custom_mode})
         elif kind == "COMMAND_LONG":
@@ -113,6 +135,12 @@ class _Autopilot:
             self.set_mode_by_name(words[1])
         elif words[0] in ("arm", "disarm"):
             self.armed = words[0] == "arm"
+        elif words[0] == "position" and len(words) == 7:
+            self.position = [float(w) for w in words[1:]]
+        elif words[0] == "attitude" and len(words) == 7:
+            self.attitude = [float(w) for w in words[1:]]
+        elif words[0] == "battery" and len(words) == 4:
+            self.battery = ([int(w) for w in words[1].split(",")], int(words[2]), int(words[3]))
         self.emit({"event": "control", "t": time.monotonic(), "line": line.strip()})
         return True
 

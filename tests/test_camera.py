@@ -201,3 +201,23 @@ def test_bad_scene_config_is_named():
         SceneConfig(distractors=[{"shape": "box"}])
     with pytest.raises(ValueError, match="frame_drop_prob"):
         ImageEffects(frame_drop_prob=1.5)
+
+
+def test_mount_transform_is_the_rep103_optical_frame_at_the_lens():
+    """base_link -> camera optical frame: z along the optical axis, x right, y down (REP-103)."""
+    from liquid_control.simulation.camera import body_from_camera, mount_transform, quaternion_from_rotation
+    from liquid_control.simulation.quadrotor import rotation_from_quaternion
+
+    translation, q = mount_transform(CameraConfig())
+    np.testing.assert_allclose(translation, CameraConfig().mount_offset_m)
+    np.testing.assert_allclose(q, [-0.5, 0.5, -0.5, 0.5], atol=1e-12)  # the standard optical rotation
+    for pitch in (-30.0, 0.0, 25.0, 90.0):
+        cfg = CameraConfig(pitch_deg=pitch, mount_offset_m=(0.05, -0.01, 0.02))
+        translation, q = mount_transform(cfg)
+        body_from_optical = np.array(rotation_from_quaternion(*q)).reshape(3, 3)
+        # optical z (forward) is the camera's viewing axis in the body; optical x (right) is body -y
+        np.testing.assert_allclose(body_from_optical @ [0, 0, 1], body_from_camera(cfg) @ [1, 0, 0], atol=1e-12)
+        np.testing.assert_allclose(body_from_optical @ [1, 0, 0], [0, -1, 0], atol=1e-12)
+        np.testing.assert_allclose(translation, cfg.mount_offset_m)
+    turn = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])  # 180 deg about z: the hard case
+    np.testing.assert_allclose(quaternion_from_rotation(turn), [0, 0, 1, 0], atol=1e-12)

@@ -162,7 +162,7 @@ def _report(**suites):
 
 
 def test_compare_tabulates_models_by_suite(tmp_path, capsys):
-    from liquid_control.evaluation.closed_loop import comparison_markdown
+    from liquid_control.evaluation.results_tables import comparison_markdown
 
     table = comparison_markdown([("A", [_report(ood_range=(50, 100)), _report(train=(90, 100))]),
                                  ("B", [_report(train=(3, 4))])])

@@ -21,6 +21,7 @@ POLICY_CASES = {
     "cfc_dense_pure": PolicyConfig(cfc_wiring="dense", cfc_mode="pure", feature_size=8, cfc_units=12),
     "lstm": PolicyConfig(kind="lstm", feature_size=8, rnn_hidden_size=16),
     "gru": PolicyConfig(kind="gru", feature_size=8, rnn_hidden_size=16),
+    "gru_time_input": PolicyConfig(kind="gru", feature_size=8, rnn_hidden_size=16, rnn_time_input=True),
     "mlp": PolicyConfig(kind="mlp", feature_size=8, mlp_hidden_sizes=(16, 16)),
 }
 
@@ -67,11 +68,12 @@ def test_policy_export_matches_torch_for_every_kind(name, exported):
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
 
 
-def test_policy_export_is_sensitive_to_timespan_for_cfc_only(exported):
-    """The exported CfC uses the timespan input; the LSTM baseline ignores it (but keeps the input)."""
+def test_policy_export_is_sensitive_to_timespan_for_cfc_and_time_aware_baselines_only(exported):
+    """The exported CfC and time-aware GRU use the timespan input; the LSTM baseline ignores it (but keeps
+    the input)."""
     import onnxruntime as ort
 
-    for name, should_depend in (("cfc_ncp_default", True), ("lstm", False)):
+    for name, should_depend in (("cfc_ncp_default", True), ("gru_time_input", True), ("lstm", False)):
         model, path = exported(name)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         features = np.ones((1, model.config.feature_size), np.float32)

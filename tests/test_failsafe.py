@@ -10,12 +10,15 @@ from liquid_control.deploy.mavlink_link import HOVER, VelocityCommand
 NAN, INF = float("nan"), float("inf")
 
 
-def make(**overrides) -> Failsafe:
-    config = dict(command_timeout_s=0.5, action_timeout_s=2.0, heartbeat_timeout_s=100.0,  # heartbeat at t=0 only
-                  max_horizontal_speed_mps=2.0, max_vertical_speed_mps=1.0, max_yaw_rate_radps=1.0)
+def make(in_offboard=True, **overrides) -> Failsafe:
+    """A failsafe whose vehicle beat once at t=0 (in its offboard mode unless told). require_live off and the
+    hand-back far away by default: these tests are about command freshness; the liveness tests set both."""
+    config = dict(command_timeout_s=0.5, action_timeout_s=2.0, handback_timeout_s=50.0, require_live=False,
+                  heartbeat_timeout_s=100.0, max_horizontal_speed_mps=2.0, max_vertical_speed_mps=1.0,
+                  max_yaw_rate_radps=1.0)
     config.update(overrides)
     failsafe = Failsafe(FailsafeConfig(**config))
-    failsafe.on_vehicle_heartbeat(0.0)
+    failsafe.on_vehicle_heartbeat(0.0, in_offboard)
     return failsafe
 
 
@@ -179,9 +182,115 @@ def test_non_finite_odometry_is_rejected():
     (dict(command_timeout_s=0.0), "command_timeout_s"),
     (dict(max_yaw_rate_radps=NAN), "max_yaw_rate_radps"),
     (dict(command_timeout_s=2.0, action_timeout_s=1.0), "must exceed"),
+    (dict(action_timeout_s=3.0, handback_timeout_s=3.0), "handback_timeout_s .* must exceed action_timeout_s"),
+    (dict(handback_timeout_s=INF), "handback_timeout_s"),
     (dict(action="explode"), "failsafe action must be one of"),
     (dict(geofence_radius_m=-1.0), "geofence_radius_m"),
 ])
 def test_config_errors_name_the_problem(overrides, problem):
     with pytest.raises(ValueError, match=problem):
         FailsafeConfig(**overrides)
+
+
+# -- hand-back to the flight controller (issue 14, defect 1) ------------------------------------------------------
+def live(**overrides) -> Failsafe:
+    return make(require_live=True, action_timeout_s=1.0, handback_timeout_s=2.0, **overrides)
+
+
+def feed(failsafe, t, live_flag=True, cmd=VelocityCommand(0.4)):
+    """What the policy node sends each tick: its liveness, then its command."""
+    failsafe.on_liveness(live_flag, t)
+    failsafe.on_command(cmd, t)
+
+
+def test_policy_watchdog_hover_is_not_live_and_ends_in_a_hand_back():
+    failsafe = live(action="land", allow_mode_change=False)
+    for i in range(10):
+        feed(failsafe, i * 0.05)
+    assert failsafe.step(0.46).state is BridgeState.ACTIVE and failsafe.step(0.46).setpoint == VelocityCommand(0.4)
+    # perception dies: the policy keeps publishing its watchdog's zeros, flagged not live, forever
+    t, decisions = 0.5, []
+    while t < 3.0:
+        feed(failsafe, t, live_flag=False, cmd=HOVER)
+        decisions.append((t, failsafe.step(t)))
+        t += 0.05
+    streaming = [t for t, d in decisions if d.stream]
+    stopped = [(t, d) for t, d in decisions if not d.stream]
+    assert streaming and all(d.setpoint == HOVER for _, d in decisions)
+    assert max(streaming) <= 0.45 + 2.0 + 1e-9  # hover only until handback_timeout_s after the last live output
+    assert stopped and stopped[0][0] == pytest.approx(2.5, abs=0.06)
+    first = stopped[0][1]
+    assert first.state is BridgeState.HANDED_BACK and first.level == ERROR and first.event == "handed_back"
+    assert "handed back to the flight controller" in first.message and "COM_OF_LOSS_T" in first.message
+    assert "NOT sent because allow_mode_change is false" in first.message
+    assert all(d.request_action is None for _, d in decisions)  # no mode change without allow_mode_change
+    assert all(d.state is BridgeState.HANDED_BACK and not d.event for _, d in stopped[1:])  # the event once
+    assert failsafe.counters["handbacks"] == 1 and failsafe.handed_back
+
+
+def test_stale_policy_output_is_flown_as_hover_even_if_its_command_is_not_zero():
+    failsafe = live()
+    feed(failsafe, 0.0, live_flag=False, cmd=VelocityCommand(0.9))
+    decision = failsafe.step(0.05)
+    assert decision.stream and decision.setpoint == HOVER and decision.state is BridgeState.NOT_LIVE
+    failsafe2 = live()
+    failsafe2.on_command(VelocityCommand(0.9), 0.0)  # a cmd_vel source without policy/live
+    assert failsafe2.step(0.05).setpoint == HOVER and "has not reported liveness" in failsafe2.step(0.05).message
+
+
+def test_without_any_live_output_the_stream_stops_after_the_timeout_from_the_first_heartbeat():
+    failsafe = live(allow_mode_change=True)
+    assert failsafe.step(1.5).stream and failsafe.step(1.5).state is BridgeState.NO_COMMAND  # no action at start-up
+    assert failsafe.step(1.5).request_action is None
+    stopped = failsafe.step(2.1)
+    assert not stopped.stream and stopped.state is BridgeState.HANDED_BACK
+    assert "live policy output yet" in stopped.message
+    assert stopped.request_action is None  # never a mode change before the policy ever flew
+
+
+@pytest.mark.parametrize("in_offboard", [True, False])
+def test_mode_change_before_the_hand_back_only_when_allowed_and_in_offboard(in_offboard):
+    failsafe = live(action="return", allow_mode_change=True, in_offboard=in_offboard)
+    feed(failsafe, 0.0)
+    decisions = [failsafe.step(t / 100) for t in range(1, 300)]
+    requests = [(i, d.request_action) for i, d in enumerate(decisions) if d.request_action is not None]
+    if in_offboard:
+        assert len(requests) == 1 and requests[0][1] is FailsafeAction.RETURN
+        assert decisions[requests[0][0]].stream  # commanded while still streaming hover, before the hand-back
+    else:
+        assert requests == [] and "not in its offboard mode" in decisions[150].message
+    assert not decisions[-1].stream and decisions[-1].state is BridgeState.HANDED_BACK
+
+
+def test_a_late_step_still_requests_the_action_with_the_hand_back():
+    failsafe = live(action="land", allow_mode_change=True)
+    feed(failsafe, 0.0)
+    decision = failsafe.step(5.0)  # the cycle between 1 s and 2 s never ran (a stalled executor)
+    assert not decision.stream and decision.request_action is FailsafeAction.LAND
+
+
+def test_hand_back_latches_until_live_output_returns_and_the_vehicle_left_offboard():
+    failsafe = live()
+    feed(failsafe, 0.0)
+    assert not failsafe.step(2.1).stream
+    failsafe.on_vehicle_heartbeat(2.2, in_offboard=True)
+    feed(failsafe, 2.3)  # the policy is live again, but the vehicle is still in OFFBOARD/GUIDED
+    held = failsafe.step(2.35)
+    assert not held.stream and "still in its offboard mode" in held.message
+    failsafe.on_vehicle_heartbeat(2.4, in_offboard=None)  # unknown mode: stay stopped
+    feed(failsafe, 2.4)
+    assert not failsafe.step(2.45).stream
+    failsafe.on_vehicle_heartbeat(3.5, in_offboard=False)  # the FC's failsafe (or the pilot) left offboard
+    assert not failsafe.step(3.5).stream  # ... but the newest live output (2.4) is older than command_timeout_s
+    feed(failsafe, 3.6)
+    resumed = failsafe.step(3.65)
+    assert resumed.stream and resumed.event == "resumed" and resumed.state is BridgeState.ACTIVE
+    assert resumed.setpoint == VelocityCommand(0.4)
+    assert failsafe.step(3.7).event == ""
+
+
+def test_require_live_off_counts_every_valid_command_as_live():
+    failsafe = make(require_live=False, action_timeout_s=1.0, handback_timeout_s=2.0)
+    failsafe.on_command(VelocityCommand(0.3), 0.0)
+    assert failsafe.step(0.1).setpoint == VelocityCommand(0.3)
+    assert failsafe.step(1.9).stream and not failsafe.step(2.1).stream

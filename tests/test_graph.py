@@ -56,8 +56,8 @@ def test_graph_builders_start_what_the_launch_files_start():
                 and getattr(call.func, "id", None) == "Node" for k in call.keywords if k.arg == "executable"}
 
     sim = {n.module for n in sim_graph(record={})}
-    assert sim | {"mavlink_bridge_node"} == launched("sim.launch.py")  # mavlink backend: bridge instead of sim
-    assert {n.module for n in deploy_graph()} == launched("deploy.launch.py")
+    assert sim == launched("sim.launch.py")
+    assert {n.module for n in deploy_graph(record={})} == launched("deploy.launch.py")
     assert {n.module for n in replay_graph("/bag", record={})} == launched("replay.launch.py")
     mavros = deploy_graph(bridge=False, cmd_vel_topic="/mavros/setpoint_velocity/cmd_vel")
     assert [n.name for n in mavros] == ["perception", "policy"]

@@ -17,6 +17,7 @@ NOT_INTERFACE_NAMES = {
     ("liquid_control/inference/runtime.py", "features"): "ONNX tensor name",
     ("liquid_control/nodes/sim_node.py", "odom"): "TF frame id",
     ("liquid_control/bags/episode.py", "odom"): "TF frame id",
+    ("liquid_control/nodes/mavlink_bridge_node.py", "odom"): "TF frame id (odom_frame_id default)",
 }
 
 
@@ -59,10 +60,10 @@ def test_the_table_is_well_formed():
     assert len(set(names)) == len(names)
     for item in INTERFACES:
         kind = "msg" if item.kind == "topic" else "srv"
-        assert re.fullmatch(rf"[a-z_]+/{kind}/[A-Z][A-Za-z]+", item.type), item
+        assert re.fullmatch(rf"[a-z][a-z0-9_]*/{kind}/[A-Z][A-Za-z0-9]+", item.type), item  # REP-144 names
         assert item.producers and item.notes, item
         assert not item.name.endswith("/") and item.absolute.startswith("/")
-    assert {t.name for t in LIVE_GRAPH_TOPICS} == {"cmd_vel", "features", "/diagnostics"}
+    assert {t.name for t in LIVE_GRAPH_TOPICS} == {"cmd_vel", "policy/live", "features", "/diagnostics"}
 
 
 def test_interfaces_doc_is_the_rendered_table():
@@ -81,3 +82,17 @@ def test_recorder_config_records_table_topics_with_their_types():
     for entry in params["types"]:
         topic, msgtype = entry.split(":=")
         assert by_name[topic].type == msgtype
+
+
+def test_commands_are_documented_in_the_heading_frame_not_the_body_frame():
+    """cmd_vel is flown in the heading frame (FLU axes turned by yaw only: PX4/ArduPilot's frame 8), not the
+    tilted body frame: no doc, docstring, config or launch line may call a command body FLU."""
+    body = re.compile(r"body[ -](frame )?\(?flu|body-frame|body frame", re.IGNORECASE)
+    command = re.compile(r"cmd_vel|command|setpoint", re.IGNORECASE)
+    files = [*REPO.glob("liquid_control/**/*.py"), *REPO.glob("launch/*.py"), *REPO.glob("config/*.yaml"),
+             *REPO.glob("docs/*.md"), REPO / "README.md"]
+    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in files
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if body.search(line) and command.search(line) and "heading" not in line.lower()
+                 and "paper" not in line.lower()]
+    assert not offenders, offenders

@@ -1,6 +1,7 @@
 """Static checks of launch/*.launch.py (launch/launch_ros are not installable here, so nothing is imported):
 executables are this package's console scripts, parameter files exist and name only declared
-parameters of the node that loads them, and every launch argument has a default."""
+parameters of the node that loads them, every launch argument but the required ones has a default, and
+only launch API that exists from Humble to Kilted is used."""
 from __future__ import annotations
 
 import ast
@@ -118,22 +119,82 @@ def test_parameter_files_exist_and_name_only_declared_parameters(path):
         assert not unknown_inline, f"{path.name}: {module} does not declare {sorted(unknown_inline)}"
 
 
+# Arguments a user must give: launch refuses to start without them only when they have no default at all.
+REQUIRED_ARGUMENTS = {"replay.launch.py": {"bag"}}
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_every_launch_argument_has_a_default_and_every_use_is_declared(path):
+def test_only_required_arguments_lack_a_default_and_every_use_is_declared(path):
     tree = ast.parse(path.read_text())
-    declared, used = set(), set()
+    declared, used, required = set(), set(), set()
     for call in ast.walk(tree):
         if not isinstance(call, ast.Call):
             continue
         func = getattr(call.func, "id", None)
         if func == "DeclareLaunchArgument":
             keywords = {k.arg for k in call.keywords}
-            assert "default_value" in keywords or len(call.args) > 1, \
-                f"{path.name}: argument {ast.unparse(call.args[0])} has no default"
-            declared.add(ast.literal_eval(call.args[0]))
+            name = ast.literal_eval(call.args[0])
+            declared.add(name)
+            if "default_value" not in keywords and len(call.args) < 2:
+                required.add(name)
         elif func in ("LaunchConfiguration", "LaunchConfigurationEquals"):
             used.add(ast.literal_eval(call.args[0]))
     assert used <= declared, f"{path.name}: undeclared arguments {sorted(used - declared)}"
+    assert required == REQUIRED_ARGUMENTS.get(path.name, set()), f"{path.name}: arguments without a default"
+
+
+# What each launch file may import: launch API present in Humble, Jazzy and Kilted alike.
+# LaunchConfigurationEquals / LaunchConfigurationNotEquals are deprecated since Iron; EqualsSubstitution
+# only exists from Iron on (Humble lacks it), so neither is used: no launch file needs an equality test.
+PORTABLE_LAUNCH_API = {
+    "launch": {"LaunchDescription"},
+    "launch.actions": {"DeclareLaunchArgument", "GroupAction", "IncludeLaunchDescription"},
+    "launch.conditions": {"IfCondition", "UnlessCondition"},
+    "launch.substitutions": {"LaunchConfiguration", "PythonExpression", "TextSubstitution"},
+    "launch_ros.actions": {"Node"},
+    "launch_ros.parameter_descriptions": {"ParameterValue"},
+}
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_use_only_launch_api_of_every_supported_distro(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in ("launch", "launch_ros"):
+            names = {alias.name for alias in node.names}
+            unknown = names - PORTABLE_LAUNCH_API.get(node.module, set())
+            assert not unknown, f"{path.name}: {node.module}.{sorted(unknown)} is not available on every distro"
+
+
+def test_deploy_launch_offers_params_file_record_and_camera_topic():
+    source = (REPO / "launch" / "deploy.launch.py").read_text()
+    tree = ast.parse(source)
+    arguments = {ast.literal_eval(call.args[0]) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                 and getattr(call.func, "id", None) == "DeclareLaunchArgument"}
+    assert {"params_file", "record", "bag", "camera_topic"} <= arguments
+    # Every node gets the site file last (after its packaged YAML and the inline launch arguments).
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node":
+            parameters = next(k.value for k in call.keywords if k.arg == "parameters")
+            assert ast.unparse(parameters.elts[-1]) == "site", ast.unparse(call)
+    # The default site file is valid: sections per deploy node (or /**), naming only declared parameters.
+    scripts = setup_nodes()
+    names = {node_name(scripts[node["executable"]]): scripts[node["executable"]]
+             for node in launch_nodes(REPO / "launch" / "deploy.launch.py")}
+    overrides = yaml.safe_load((REPO / "config" / "deploy_overrides.yaml").read_text())
+    for section, content in overrides.items():
+        assert section == "/**" or section in names, section
+        targets = names.values() if section == "/**" else [names[section]]
+        for module in targets:
+            unknown = set(content["ros__parameters"]) - declared_parameters(module)
+            assert not unknown, f"deploy_overrides.yaml [{section}] sets {sorted(unknown)} that {module} lacks"
+
+
+def test_sim_launch_offers_no_vehicle_backend_without_a_camera():
+    """sim.launch.py runs the sim only: a MAVLink vehicle needs a camera source, which deploy.launch.py has."""
+    tree = ast.parse((REPO / "launch" / "sim.launch.py").read_text())
+    executables = {ast.literal_eval(k.value) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                   and getattr(call.func, "id", None) == "Node" for k in call.keywords if k.arg == "executable"}
+    assert "sim_node" in executables and "mavlink_bridge_node" not in executables
 
 
 def test_the_checks_catch_undeclared_parameters(tmp_path):
@@ -175,7 +236,7 @@ def _stub_modules() -> dict:
         "launch": ["LaunchDescription"],
         "launch.actions": ["DeclareLaunchArgument", "GroupAction", "IncludeLaunchDescription"],
         "launch.conditions": ["IfCondition", "UnlessCondition", "LaunchConfigurationEquals"],
-        "launch.substitutions": ["LaunchConfiguration", "PythonExpression"],
+        "launch.substitutions": ["LaunchConfiguration", "PythonExpression", "TextSubstitution"],
         "launch_ros": [],
         "launch_ros.actions": ["Node"],
         "launch_ros.parameter_descriptions": ["ParameterValue"],
@@ -212,3 +273,6 @@ def test_launch_description_builds_with_stubbed_launch_packages(path, monkeypatc
         choices = argument.kwargs.get("choices")
         if choices:
             assert argument.kwargs["default_value"] in choices
+        default = argument.kwargs.get("default_value", "")
+        if default.endswith(".yaml"):  # e.g. deploy's params_file: a real file in the package
+            assert Path(default).is_file(), default

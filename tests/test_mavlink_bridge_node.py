@@ -40,6 +40,8 @@ class Probe:
     def __init__(self, context):
         self.node = rclpy.create_node("bridge_probe", context=context)
         self.cmd_pub = self.node.create_publisher(TwistStamped, "cmd_vel", qos_profile(COMMAND_QOS))
+        self.live_pub = self.node.create_publisher(Bool, "policy/live", qos_profile(COMMAND_QOS))
+        self.live = True  # sent before each command, as the policy node does
         self.odom_pub = self.node.create_publisher(Odometry, "odom", qos_profile(SENSOR_QOS))
         self.modes, self.armed, self.connected, self.diagnostics = [], [], [], []
         self.node.create_subscription(String, "mavlink/mode", lambda m: self.modes.append(m.data), qos_profile(LATCHED_QOS))
@@ -73,6 +75,8 @@ class Probe:
         msg.header.stamp = self.node.get_clock().now().to_msg()
         *values, msg.header.frame_id = self.command
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = values
+        if self.live is not None:
+            self.live_pub.publish(Bool(data=self.live))
         self.cmd_pub.publish(msg)
 
     def publish_odom(self, x, y, z):
@@ -181,8 +185,8 @@ def test_streams_frd_setpoints_at_the_configured_rate_and_never_arms_by_default(
 
 @pytest.mark.parametrize("allow_mode_change", [False, True])
 def test_stale_commands_hover_then_failsafe_action_only_when_enabled(allow_mode_change):
-    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
-            px4, command_timeout_s=0.2, action_timeout_s=0.6, failsafe_action="land",
+    with AutopilotProcess("px4", heartbeat_hz=5.0, mode="OFFBOARD") as px4, running_bridge(
+            px4, command_timeout_s=0.2, action_timeout_s=0.6, handback_timeout_s=30.0, failsafe_action="land",
             allow_mode_change=allow_mode_change) as (bridge, probe):
         probe.command = (0.5, 0.0, 0.0, 0.0, "base_link")
         assert wait_until(lambda: setpoint_is(px4, 0.5, 0.0, 0.0, 0.0))
@@ -238,7 +242,7 @@ def test_clamps_nan_and_foreign_frames():
 
 def test_geofence_removes_outward_velocity():
     with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(
-            px4, geofence_radius_m=2.0) as (bridge, probe):
+            px4, geofence_radius_m=2.0, odometry_source="topic") as (bridge, probe):
         probe.command = (0.8, 0.4, 0.0, 0.0, "base_link")
         for _ in range(5):  # first odometry = start point
             probe.publish_odom(0.0, 0.0, 1.0)
@@ -304,10 +308,16 @@ def test_node_process_loads_the_shipped_yaml_and_exits_cleanly_on_sigterm(repo_r
             assert copter.wait_for(lambda ev: len(ev) >= 5, "setpoint", timeout_s=20.0), \
                 "no setpoints from the node process"
             assert {(e["frame"], e["type_mask"]) for e in copter.events("setpoint")} == {(8, 1479)}
+            # no policy runs: after handback_timeout_s (3 s in the shipped YAML) the stream stops
+            first = copter.events("setpoint")[0]["t"]
+            assert copter.wait_for(lambda ev: ev and time.monotonic() - ev[-1]["t"] > 1.0, "setpoint",
+                                   timeout_s=15.0), "the stream never stopped without a policy"
+            assert copter.events("setpoint")[-1]["t"] - first < 3.0 + 1.0
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=10)
             assert proc.returncode == 0, err
             assert "Traceback" not in err
+            assert "no live policy output yet" in err and "handed back to the flight controller" in err  # the log
             assert copter.events("command_long") == [] and copter.events("set_mode") == []
         finally:
             if proc.poll() is None:
@@ -323,3 +333,144 @@ def test_node_process_with_a_missing_serial_device_exits_1_with_a_clear_message(
     assert proc.returncode == 1
     assert "cannot start node" in proc.stderr and "no-such-fc-liquid" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- hand-back to the flight controller (issue 14, defect 1) ------------------------------------------------------
+def setpoints_after(autopilot, t):
+    return autopilot.events("setpoint", since=t)
+
+
+@pytest.mark.parametrize("allow_mode_change", [False, True])
+def test_policy_watchdog_hover_ends_in_a_hand_back_to_the_flight_controller(allow_mode_change):
+    """The policy keeps publishing its watchdog's zeros (policy/live false): the bridge streams hover, then
+    stops streaming so the FC's COM_OF_LOSS_T / GUID_TIMEOUT fires; a mode change only where configured."""
+    with AutopilotProcess("px4", heartbeat_hz=10.0, mode="OFFBOARD") as px4, running_bridge(
+            px4, command_timeout_s=0.2, action_timeout_s=0.5, handback_timeout_s=1.0, failsafe_action="land",
+            allow_mode_change=allow_mode_change, allow_arming=True) as (bridge, probe):
+        probe.command = (0.5, 0.0, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.5, 0.0, 0.0, 0.0))
+        probe.live, probe.command = False, (0.0, 0.0, 0.0, 0.0, "base_link")  # perception died: watchdog hover
+        died = time.monotonic()
+        assert wait_until(lambda: setpoint_is(px4, 0.0, 0.0, 0.0, 0.0), timeout_s=1.0)
+        assert wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "handed back" in s.message
+                                      for s in probe.diagnostics), timeout_s=4.0)
+        stopped = time.monotonic()
+        assert stopped - died < 2.5  # handback_timeout_s 1.0 + a diagnostics period + DDS under load
+        time.sleep(0.3)
+        last_streamed = px4.events("setpoint")[-1]["t"]
+        assert last_streamed - died < 1.0 + 0.5  # the stream ended about handback_timeout_s after live output did
+        time.sleep(1.0)
+        assert setpoints_after(px4, last_streamed + 0.01) == []  # and stays ended
+        values = dict((kv.key, kv.value) for kv in probe.diagnostics[-1].values)
+        assert values["state"] == "handed_back" and values["streaming"] == "False" and values["handbacks"] == "1"
+        commands = px4.events("command_long")
+        assert all(c["command"] != mavlink.MAV_CMD_COMPONENT_ARM_DISARM for c in commands)  # never armed
+        assert px4.events("set_mode") == []
+        if allow_mode_change:
+            assert [c["command"] for c in commands] == [mavlink.MAV_CMD_DO_SET_MODE]
+            assert commands[0]["params"][1:3] == [4.0, 6.0]  # PX4 AUTO / AUTO_LAND, before the stream ended
+            assert commands[0]["t"] < last_streamed
+            assert wait_until(lambda: probe.modes and probe.modes[-1] == "LAND")
+        else:
+            assert commands == []
+            assert probe.modes[-1] == "OFFBOARD"
+        # the policy is live again
+        probe.live, probe.command = True, (0.3, 0.0, 0.0, 0.0, "base_link")
+        back = time.monotonic()
+        if not allow_mode_change:  # still OFFBOARD: a vehicle the bridge let go must not start moving by itself
+            time.sleep(1.0)
+            assert setpoints_after(px4, back) == []
+            assert any("still in its offboard mode" in s.message for s in probe.diagnostics[-3:])
+            px4.send("mode POSCTL")  # the pilot (or the FC's failsafe) takes over
+        assert wait_until(lambda: setpoint_is(px4, 0.3, 0.0, 0.0, 0.0), timeout_s=3.0)
+
+
+def test_failsafe_settings_apply_on_change_and_fixed_ones_are_refused():
+    from rcl_interfaces.srv import SetParameters
+
+    with AutopilotProcess("px4", heartbeat_hz=5.0) as px4, running_bridge(px4) as (bridge, probe):
+        client = probe.node.create_client(SetParameters, "mavlink_bridge/set_parameters")
+
+        def set_params(**values):
+            request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                        for k, v in values.items()])
+            return probe.call(client, request).results
+
+        probe.command = (0.9, 0.0, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.9, 0.0, 0.0, 0.0))
+        result, = set_params(max_horizontal_speed_mps=0.4)
+        assert result.successful, result.reason
+        assert wait_until(lambda: setpoint_is(px4, 0.4, 0.0, 0.0, 0.0))  # takes effect at once
+        for name, value in (("setpoint_rate_hz", 50.0), ("connection", "udpin:0.0.0.0:1"), ("allow_arming", True),
+                            ("require_policy_live", False), ("publish_tf", False)):
+            result, = set_params(**{name: value})
+            assert not result.successful and "read-only" in result.reason, (name, result.reason)
+        result, = set_params(handback_timeout_s=1.0)  # below action_timeout_s (1.5): refused, names the rule
+        assert not result.successful and "must exceed action_timeout_s" in result.reason
+        result, = set_params(handback_timeout_s=10.0)
+        assert result.successful
+        assert bridge.failsafe.config.handback_timeout_s == 10.0
+        assert bridge.get_parameter("setpoint_rate_hz").value == 20.0
+        assert bridge.failsafe.config.max_horizontal_speed_mps == 0.4
+
+
+# -- vehicle state (issue 14: the bridge reads it) ----------------------------------------------------------------
+def test_vehicle_state_becomes_enu_flu_odometry_battery_and_feeds_the_geofence():
+    from sensor_msgs.msg import BatteryState
+
+    with AutopilotProcess("px4", heartbeat_hz=10.0) as px4, running_bridge(
+            px4, geofence_radius_m=2.0) as (bridge, probe):
+        odoms, batteries = [], []
+        probe.node.create_subscription(Odometry, "mavlink/odom", odoms.append, 10)
+        probe.node.create_subscription(BatteryState, "mavlink/battery", batteries.append, 10)
+        # NED position (north 1, east 0, 1 m up), moving north at 1 m/s, facing east (yaw 90 deg NED), yawing
+        # right at 0.2 rad/s (FRD): ENU (0, 1, 1), facing +x (ENU yaw 0), body velocity = 1 m/s to the LEFT
+        px4.send("position 1.0 0.0 -1.0 1.0 0.0 0.0")
+        px4.send(f"attitude 0.0 0.0 {math.pi / 2} 0.0 0.0 0.2")
+        px4.send("battery 4100,4000,4050,4150 1250 73")
+        assert wait_until(lambda: odoms and batteries)
+        odom = odoms[-1]
+        assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
+        p, q = odom.pose.pose.position, odom.pose.pose.orientation
+        assert (p.x, p.y, p.z) == pytest.approx((0.0, 1.0, 1.0), abs=1e-6)
+        assert (q.x, q.y, q.z, q.w) == pytest.approx((0.0, 0.0, 0.0, 1.0), abs=1e-6)
+        v, w = odom.twist.twist.linear, odom.twist.twist.angular
+        assert (v.x, v.y, v.z) == pytest.approx((0.0, 1.0, 0.0), abs=1e-6)
+        assert (w.x, w.y, w.z) == pytest.approx((0.0, 0.0, -0.2), abs=1e-6)  # right (FRD +) is negative in FLU
+        battery = batteries[-1]
+        assert battery.voltage == pytest.approx(16.3) and battery.current == pytest.approx(-12.5)
+        assert battery.percentage == pytest.approx(0.73) and list(battery.cell_voltage) == pytest.approx(
+            [4.1, 4.0, 4.05, 4.15])
+        # the geofence runs on the FC's estimate: 3 m east of the start, facing east, forward is outward
+        probe.command = (0.8, 0.4, 0.0, 0.0, "base_link")
+        assert wait_until(lambda: setpoint_is(px4, 0.8, -0.4, 0.0, 0.0))
+        px4.send("position 1.0 3.0 -1.0 0.0 0.0 0.0")
+        assert wait_until(lambda: setpoint_is(px4, 0.0, -0.4, 0.0, 0.0)), latest_setpoint(px4)
+        assert wait_until(lambda: any("outside geofence" in s.message for s in probe.diagnostics))
+
+
+def test_tf_transform_is_the_odometry_pose_and_its_availability_is_reported():
+    from liquid_control.deploy.vehicle_state import Attitude, LocalPosition, odometry
+    from liquid_control.nodes.vehicle_msgs import tf_message_class, transform_msg
+
+    odom = odometry(LocalPosition((1.0, 2.0, -3.0), (0.0, 0.0, 0.0), 0.0), Attitude(0.0, 0.0, 0.0, (0, 0, 0), 0.0))
+    msg = transform_msg(odom, rclpy.time.Time(seconds=5).to_msg(), "odom", "base_link")
+    t, r = msg.transform.translation, msg.transform.rotation
+    assert (msg.header.frame_id, msg.child_frame_id, msg.header.stamp.sec) == ("odom", "base_link", 5)
+    assert (t.x, t.y, t.z) == pytest.approx((2.0, 1.0, 3.0)) and (r.x, r.y, r.z, r.w) == pytest.approx(odom.orientation)
+    tf_class = tf_message_class()
+    with AutopilotProcess("px4", heartbeat_hz=10.0) as px4, running_bridge(px4) as (bridge, probe):
+        received = []
+        if tf_class is not None:  # a ROS install: the transform goes out on /tf
+            probe.node.create_subscription(tf_class, "/tf", received.append, 100)
+        px4.send("position 1.0 2.0 -3.0 0.0 0.0 0.0")
+        px4.send("attitude 0.0 0.0 0.0 0.0 0.0 0.0")
+        assert wait_until(lambda: probe.diagnostics)
+        values = dict((kv.key, kv.value) for kv in probe.diagnostics[-1].values)
+        if tf_class is None:  # pip-only rclpy (no tf2_msgs wheel): no TF, and the bridge says so
+            assert values["tf"] == "unavailable: tf2_msgs not installed"
+        else:
+            assert values["tf"] == "on"
+            assert wait_until(lambda: received)
+            tf = received[-1].transforms[0]
+            assert (tf.child_frame_id, tf.transform.translation.x) == ("base_link", pytest.approx(2.0))

@@ -152,3 +152,13 @@ def test_compressed_images_are_decoded(harness, tiny_node_model):
     corrupt.header.stamp.sec = 31
     send(harness, publisher, got, corrupt, False)
     assert node.gate.counts["bad_frames"] == 1 and "corrupt" in node.gate.last_error
+
+
+def test_diagnostics_name_the_host_and_the_inference_device(harness, tiny_node_model):
+    import socket
+
+    node, publisher, got = start_perception(harness, tiny_node_model)
+    harness.spin_until(lambda: any(s.name == "perception" for a in got["diag"] for s in a.status), 5.0,
+                       "diagnostics")
+    hardware = {s.hardware_id for a in got["diag"] for s in a.status if s.name == "perception"}
+    assert hardware == {f"{socket.gethostname()}/torch"}  # was empty (issue 14)

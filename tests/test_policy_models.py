@@ -48,10 +48,13 @@ def test_budget_errors():
         policy_for_budget("transformer", 20_000)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_common_interface(kind):
+@pytest.mark.parametrize("kind,time_input", [(k, False) for k in KINDS] + [("lstm", True), ("gru", True)])
+def test_common_interface(kind, time_input):
     torch.manual_seed(0)
-    model = PolicyModel(policy_for_budget(kind, 20_000)).eval()
+    overrides = {"rnn_time_input": True} if time_input else {}
+    model = PolicyModel(policy_for_budget(kind, 20_000, **overrides)).eval()
+    assert abs(count_trainable(model) - 20_000) <= 1_000
+    assert count_trainable(model) == expected_trainable(model.config)
     expected_state = {"cfc": model.config.cfc_units, "lstm": 2 * model.config.rnn_hidden_size,
                       "gru": model.config.rnn_hidden_size, "mlp": 1}[kind]
     assert model.state_size == expected_state
@@ -66,9 +69,9 @@ def test_common_interface(kind):
         command, state = model.step(features[:, k], state, timespans[:, k])
         assert torch.allclose(command, commands[:, k], atol=1e-6)
     assert torch.allclose(state, final, atol=1e-6)
-    # Timespans change the CfC's answer; the discrete baselines ignore them (documented).
+    # Timespans change the CfC's and the time-aware baselines' answer; the others ignore them (documented).
     other, _ = model(features, 2 * timespans)
-    if kind == "cfc":
+    if kind == "cfc" or time_input:
         assert (other - commands).abs().max() > 1e-4
     else:
         assert torch.equal(other, commands)
@@ -130,6 +133,8 @@ def test_bad_configs_and_inputs_raise():
         PolicyConfig(kind="rnn")
     with pytest.raises(ValueError, match="cfc_mode"):
         PolicyConfig(cfc_mode="fast")
+    with pytest.raises(ValueError, match="rnn_time_input"):
+        PolicyConfig(kind="cfc", rnn_time_input=True)
     with pytest.raises(ValueError, match="unknown key"):
         PolicyConfig.from_dict({"kind": "cfc", "colour": "red"})
     with pytest.raises(ValueError, match="feature_size"):

@@ -17,12 +17,14 @@ def start_policy(harness, model, **params):
     from node_helpers import overrides
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool
 
     node = harness.add(PolicyNode(context=harness.context, parameter_overrides=overrides(
         model_path=str(model), backend="torch", **params)))
     probe = harness.node("policy_probe")
-    got = {"cmd": [], "diag": []}
+    got = {"cmd": [], "diag": [], "live": []}
     probe.create_subscription(TwistStamped, "cmd_vel", got["cmd"].append, qos_profile(COMMAND_QOS))
+    probe.create_subscription(Bool, "policy/live", lambda m: got["live"].append(m.data), qos_profile(COMMAND_QOS))
     probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
     publisher = probe.create_publisher(Image, "features", qos_profile(SENSOR_QOS, 1))
     harness.spin_until(lambda: publisher.get_subscription_count() > 0 and probe.count_publishers("cmd_vel") > 0,
@@ -87,13 +89,21 @@ def test_node_watchdog_hovers_then_recovers_with_fresh_state(harness, tiny_node_
         stamp += PERIOD
         harness.spin_for(0.05)
     assert any(m.twist.linear.x != 0.0 for m in got["cmd"])
+    assert got["live"] and got["live"][-1] is True  # model output on fresh features: live
     got["cmd"].clear()
     got["diag"].clear()
+    got["live"].clear()
     harness.spin_for(0.8)  # no features: stale after 0.3 s
     last = got["cmd"][-1].twist
     assert (last.linear.x, last.linear.y, last.linear.z, last.angular.z) == (0.0, 0.0, 0.0, 0.0)
+    # the watchdog's hover is not live (every tick after the trip says so; a busy host runs fewer ticks)
+    assert got["live"][-1] is False and got["live"].count(False) >= 3
+    assert got["live"].index(False) + got["live"].count(False) == len(got["live"])
     statuses = [diagnostic_values(a, "policy") for a in got["diag"]]
     assert any(s is not None and s[0] == 2 and "no new features" in s[1] for s in statuses)
+    import socket
+    hardware = {s.hardware_id for a in got["diag"] for s in a.status if s.name == "policy"}
+    assert hardware == {f"{socket.gethostname()}/torch"}
     resets = node.loop.counters["state_resets"]
     for _ in range(3):
         publisher.publish(features_message(values, stamp))

@@ -13,7 +13,7 @@ from liquid_control.learning.augment import (AugmentConfig, Photometric, apply_p
 from liquid_control.learning.dataset import EpisodeData, shard_name, write_shard
 from liquid_control.config import ConfigError
 from liquid_control.learning.recipe import load_config
-from liquid_control.learning.sampler import StreamSampler
+from liquid_control.learning.sampler import StreamSampler, prefetched
 from liquid_control.learning.train import build_models, evaluate_loss, train
 from liquid_control.models import load_model
 
@@ -115,6 +115,23 @@ def test_stream_sampler_drops_frames_and_lengthens_timespans():
     assert spans.max() >= 2.0
 
 
+def test_prefetched_batches_are_the_same_stream_as_direct_calls():
+    def make():
+        return StreamSampler([_episode(90), _episode(50)], batch_size=3, sequence_length=8,
+                             augment=AugmentConfig(frame_drop_prob=0.2), frame_period_s=PERIOD,
+                             random_start_prob=0.5, rng=np.random.default_rng(7))
+
+    direct, ahead = make(), make()
+    expected = [direct.next_batch() for _ in range(6)]
+    got = list(prefetched(ahead.next_batch, 6))
+    assert len(got) == 6
+    for a, b in zip(expected, got):
+        for field in ("images", "timespans", "labels", "mask", "reset"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    # exactly `count` batches drawn: the next one is the 7th of the direct stream
+    np.testing.assert_array_equal(direct.next_batch().labels, ahead.next_batch().labels)
+
+
 # --------------------------------------------------------------------------- recipe
 def test_config_errors_name_the_key(tmp_path, repo_root):
     bad = tmp_path / "bad.yaml"
@@ -133,11 +150,14 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
 def test_baseline_recipes_have_equal_budgets_and_the_same_recipe(repo_root):
     from liquid_control.models import count_trainable
 
-    configs = {k: load_config(repo_root / "config" / f"train_{k}.yaml") for k in ("cfc", "lstm", "gru", "mlp")}
+    names = ("cfc", "lstm", "gru", "mlp", "lstm_time", "gru_time")
+    configs = {k: load_config(repo_root / "config" / f"train_{k}.yaml") for k in names}
     counts = {}
-    for kind, config in configs.items():
+    for name, config in configs.items():
+        kind = name.removesuffix("_time")
         assert config.model.kind == kind
-        counts[kind] = count_trainable(build_models(config)[1])
+        assert config.model.policy == ({"rnn_time_input": True} if name.endswith("_time") else {})
+        counts[name] = count_trainable(build_models(config)[1])
         # Same data, optimiser and augmentation as the CfC recipe.
         assert config.data == configs["cfc"].data and config.optim == configs["cfc"].optim
         assert config.augment == configs["cfc"].augment and config.dagger == configs["cfc"].dagger

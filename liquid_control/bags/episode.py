@@ -7,7 +7,7 @@ topics, types, frames and offered QoS that the sim node and the policy node publ
 Kilted typestore, through the crash-safe `BagWriter`:
 
     /camera/image_raw  sensor_msgs/msg/Image        rgb8, header.stamp = capture time, frame camera_optical_frame
-    /cmd_vel           geometry_msgs/msg/TwistStamped  body FLU [vx, vy, vz, yaw_rate], frame base_link
+    /cmd_vel           geometry_msgs/msg/TwistStamped  heading frame FLU [vx, vy, vz, yaw_rate], frame base_link
     /odom              nav_msgs/msg/Odometry          pose in odom, twist in base_link (body FLU)
 
 Log time = header stamp (sim time), as a recorder running on `use_sim_time` would log it.
@@ -117,7 +117,7 @@ class EpisodeBagRecorder:
         self._write(self.config.image_topic, IMAGE_TYPE, stamp_ns, msg)
 
     def command(self, stamp_s: float, cmd4: Any) -> None:
-        """One velocity command [vx, vy, vz (m/s), yaw_rate (rad/s)] in the body frame FLU."""
+        """One velocity command [vx, vy, vz (m/s), yaw_rate (rad/s)] in the heading frame FLU."""
         stamp_ns = _stamp_ns(stamp_s, "command")
         command = _vector(cmd4, 4, "command [vx, vy, vz, yaw_rate]")
         twist = self._types["geometry_msgs/msg/Twist"](linear=self._vector3(command[:3]),

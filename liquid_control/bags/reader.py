@@ -72,7 +72,7 @@ class ImageFrame(NamedTuple):
 
 class CommandSample(NamedTuple):
     stamp_ns: int
-    command: np.ndarray  # (4,) float64 [vx, vy, vz, yaw_rate]: m/s body FLU, rad/s CCW
+    command: np.ndarray  # (4,) float64 [vx, vy, vz, yaw_rate]: m/s heading frame FLU, rad/s CCW
 
 
 def _storage_file(path: Path) -> tuple[Path, str]:

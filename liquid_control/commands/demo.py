@@ -83,7 +83,7 @@ class Monitor:
 
         self.node.create_subscription(String, EPISODE_STATUS.name, self.on_status, qos_profile(EPISODE_STATUS))
         # A deeper queue than the sim offers: the trajectory plot wants every odometry sample.
-        self.node.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, depth=50))
+        self.node.create_subscription(Odometry, ODOM.name, self.on_odom, qos_profile(ODOM, depth=50, subscriber=True))
 
     def subscribed_by(self, node_name: str, *topics: str) -> bool:
         """Node `node_name` subscribes to every one of `topics`."""
@@ -213,6 +213,16 @@ def run(args: argparse.Namespace) -> int:
            "real_time_factor": float(args.real_time_factor), "duration_s": float(args.duration_s)}
     policy = {"rate_hz": float(args.policy_rate_hz)} if args.policy_rate_hz else {}
     record = None if args.no_record else {"output": str(bag), "topics": RECORDED_TOPICS, "types": PRE_SUBSCRIBED}
+    from liquid_control.models.errors import ModelFileError
+
+    try:  # once here, so perception and policy load the ONNX cache instead of both exporting at start
+        from liquid_control.inference.export import ensure_caches
+
+        for made in ensure_caches(model):
+            print(f"ONNX cache: {made.path or made.write_error}")
+    except (ValueError, RuntimeError, OSError, ModelFileError) as error:
+        print(f"error: {model}: {error}")
+        return 2
     nodes = sim_graph(str(model), sim=sim, policy=policy, record=record)
     print(f"flight demo: {args.episodes} x {args.scenario} from seed {args.seed} with {model}\n"
           f"  starting {', '.join(n.name for n in nodes)} (logs in {out / 'logs'})", flush=True)

@@ -60,7 +60,7 @@ def _finite(value):
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from liquid_control.evaluation.closed_loop import comparison_markdown
+    from liquid_control.evaluation.results_tables import comparison_markdown
 
     models = []
     try:

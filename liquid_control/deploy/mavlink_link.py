@@ -5,7 +5,8 @@ What goes out:
   MAV_AUTOPILOT_INVALID, component MAV_COMP_ID_ONBOARD_COMPUTER = 191 by default);
 - velocity setpoints: SET_POSITION_TARGET_LOCAL_NED in MAV_FRAME_BODY_NED (8) with
   type_mask 0x05C7 = 1479 (use vx, vy, vz and yaw rate; ignore position,
-  acceleration and yaw), converted from our body FLU to body FRD;
+  acceleration and yaw), converted from our heading-frame FLU to FRD: PX4 and ArduPilot
+  fly frame 8 velocities in the heading frame (body axes turned by yaw only, not tilted);
 - arm/disarm and mode changes (COMMAND_LONG), and only when the configuration
   allows them: `send_arm` / `send_mode` raise `CommandNotAllowed` otherwise.
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 
 from pymavlink import mavutil
 
+from liquid_control.deploy.vehicle_state import Attitude, BatteryReading, LocalPosition, battery_reading
+
 mavlink = mavutil.mavlink
 
 MAV_FRAME_BODY_NED = 8
@@ -41,6 +44,13 @@ _MODE_NAMES = {
 }
 
 
+def offboard_mode(vehicle: "VehicleState") -> bool | None:
+    """Whether the vehicle is in the mode the bridge steers in (PX4 OFFBOARD, ArduPilot GUIDED); None when its
+    family is unknown (the failsafe then treats it as possibly steered)."""
+    names = _MODE_NAMES.get(vehicle.family)
+    return None if names is None else vehicle.mode == names["offboard"]
+
+
 class MavlinkLinkError(RuntimeError):
     """The link cannot be opened or used (bad connection string, missing device, ...)."""
 
@@ -51,7 +61,8 @@ class CommandNotAllowed(PermissionError):
 
 @dataclass(frozen=True)
 class VelocityCommand:
-    """Body-frame velocity command in FLU (REP-103): m/s forward/left/up, yaw rate rad/s CCW."""
+    """Velocity command in the heading frame, FLU axes (REP-103 axes turned by yaw only): m/s forward/left/up,
+    yaw rate rad/s CCW."""
 
     vx: float = 0.0
     vy: float = 0.0
@@ -188,6 +199,15 @@ class LinkHealth:
 
 
 @dataclass(frozen=True)
+class TimeSync:
+    """One TIMESYNC round trip: rtt_s, and the FC clock minus ours (offset_s), both in seconds."""
+
+    rtt_s: float
+    offset_s: float
+    received_s: float
+
+
+@dataclass(frozen=True)
 class CommandAck:
     command: int
     result: int
@@ -212,6 +232,14 @@ class MavlinkLink:
         self.last_ack: CommandAck | None = None
         self.setpoints_sent = 0
         self.messages_received = 0
+        # The vehicle's own estimate (vehicle_state converts it to ROS frames); updates: kinds new since
+        # take_updates() ("position", "attitude", "battery").
+        self.local_position: LocalPosition | None = None
+        self.attitude: Attitude | None = None
+        self.battery: BatteryReading | None = None
+        self.timesync: TimeSync | None = None
+        self._timesync_sent: dict[int, float] = {}  # our ts1 (ns) -> when sent
+        self.updates: set[str] = set()
         self._conn = None
         self._boot_monotonic = time.monotonic()
 
@@ -270,9 +298,36 @@ class MavlinkLink:
             if kind == "HEARTBEAT" and self._is_vehicle_heartbeat(msg):
                 self._on_heartbeat(msg, now_s)
                 heartbeats += 1
-            elif kind == "COMMAND_ACK" and msg.get_srcSystem() == self.vehicle.system_id:
+            elif msg.get_srcSystem() != self.vehicle.system_id or self.vehicle.system_id == 0:
+                continue  # state from other systems (a GCS, a second vehicle) is not ours
+            elif kind == "COMMAND_ACK":
                 self.last_ack = CommandAck(msg.command, msg.result, now_s)
+            elif kind in ("LOCAL_POSITION_NED", "ATTITUDE", "BATTERY_STATUS", "TIMESYNC"):
+                self._on_state(kind, msg, now_s)
         return heartbeats
+
+    def _on_state(self, kind: str, msg, now_s: float) -> None:
+        if kind == "LOCAL_POSITION_NED":
+            self.local_position = LocalPosition((msg.x, msg.y, msg.z), (msg.vx, msg.vy, msg.vz), now_s)
+            self.updates.add("position")
+        elif kind == "ATTITUDE":
+            self.attitude = Attitude(msg.roll, msg.pitch, msg.yaw, (msg.rollspeed, msg.pitchspeed, msg.yawspeed),
+                                     now_s)
+            self.updates.add("attitude")
+        elif kind == "BATTERY_STATUS":
+            self.battery = battery_reading(msg.voltages, msg.current_battery, msg.battery_remaining, msg.temperature,
+                                           now_s, msg.id, getattr(msg, "voltages_ext", ()) or ())
+            self.updates.add("battery")
+        elif kind == "TIMESYNC" and msg.tc1 != 0:  # an answer: tc1 = the FC's clock, ts1 = our request's
+            sent = self._timesync_sent.pop(msg.ts1, None)
+            if sent is not None:
+                rtt = time.monotonic() - sent
+                self.timesync = TimeSync(rtt, (msg.tc1 - msg.ts1) * 1e-9 - rtt / 2, now_s)
+
+    def take_updates(self) -> set[str]:
+        """The kinds of vehicle state that arrived since the previous call."""
+        updates, self.updates = self.updates, set()
+        return updates
 
     def _is_vehicle_heartbeat(self, msg) -> bool:
         if msg.autopilot == mavlink.MAV_AUTOPILOT_INVALID:  # GCS, cameras, other companions
@@ -306,6 +361,13 @@ class MavlinkLink:
         self._send("heartbeat", mavlink.MAV_TYPE_ONBOARD_CONTROLLER, mavlink.MAV_AUTOPILOT_INVALID,
                    0, 0, mavlink.MAV_STATE_ACTIVE)
 
+    def send_timesync(self) -> None:
+        """A TIMESYNC request (tc1 = 0, ts1 = our monotonic clock in ns); the answer sets `timesync`."""
+        ts1 = time.monotonic_ns()
+        self._timesync_sent = {k: v for k, v in self._timesync_sent.items() if ts1 - k < 10_000_000_000}
+        self._timesync_sent[ts1] = time.monotonic()
+        self._send("timesync", 0, ts1)
+
     def _target(self) -> tuple[int, int]:
         system = self.config.target_system or self.vehicle.system_id
         if system == 0:
@@ -313,7 +375,7 @@ class MavlinkLink:
         return system, self.config.target_component
 
     def send_velocity(self, cmd: VelocityCommand) -> None:
-        """Stream one body-frame velocity + yaw-rate setpoint (cmd in FLU, sent as FRD)."""
+        """Stream one heading-frame velocity + yaw-rate setpoint (cmd in FLU, sent as FRD in frame 8)."""
         if not cmd.is_finite():
             raise ValueError(f"refusing to send a non-finite velocity setpoint {cmd}")
         vx, vy, vz, yaw_rate = flu_to_frd(cmd)

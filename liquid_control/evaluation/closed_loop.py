@@ -189,45 +189,6 @@ class EvaluationReport:
         return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(models: list[tuple[str, list[dict[str, Any]]]]) -> str:
-    """One row per model, one column per suite: success over the suite's episodes.
-
-    `models`: (label, evaluation reports as written by `evaluate --json`), one entry per training run;
-    a run's reports are merged by suite (a suite twice in one run is an error: which counts?). A label
-    given once gives "rate [95% Wilson] (n=episodes)"; a label given for several runs (training seeds)
-    gives "mean% (min-max, k seeds)" over the runs that report the suite, so a difference between two
-    models is real only where their seed ranges do not overlap."""
-    columns: list[str] = []
-    runs: dict[str, list[dict[str, dict[str, Any]]]] = {}
-    for label, reports in models:
-        merged: dict[str, dict[str, Any]] = {}
-        for report in reports:
-            for suite, entry in report["suites"].items():
-                if suite in merged:
-                    raise ValueError(f"compare: suite {suite!r} appears twice in one run of {label!r}")
-                merged[suite] = entry["total"]
-                if suite not in columns:
-                    columns.append(suite)
-        runs.setdefault(label, []).append(merged)
-    columns.sort(key=lambda name: (name != "train", name))  # train first, then the others alphabetically
-    lines = ["| model | " + " | ".join(f"`{c}`" for c in columns) + " |", "|---|" + "---|" * len(columns)]
-    for label, label_runs in runs.items():
-        cells = []
-        for suite in columns:
-            totals = [run[suite]["success"] for run in label_runs if suite in run]
-            if not totals:
-                cells.append("—")
-            elif len(label_runs) == 1:
-                s = totals[0]
-                cells.append(f"{100 * s['rate']:.0f}% [{100 * s['low']:.0f}, {100 * s['high']:.0f}] "
-                             f"(n={s['trials']})")
-            else:
-                rates = [100 * s["rate"] for s in totals]
-                cells.append(f"{np.mean(rates):.0f}% ({min(rates):.0f}-{max(rates):.0f}, {len(rates)} seeds)")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None = None, workers: int = 1,
                     base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
                     plots_dir: str | Path | None = None, record_dir: str | Path | None = None,

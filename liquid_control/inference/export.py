@@ -23,12 +23,18 @@ metadata ``graph_form`` says which form a file holds.
 
 Every export is checked with onnxruntime against the PyTorch model on random
 inputs (`verify_policy`, `verify_perception` return the max |difference|).
+
+`export_cache` writes the verified ONNX cache of a model file (``NAME.policy.onnx`` /
+``NAME.perception.onnx`` beside it, see onnx_file), which the nodes load instead of exporting at
+start; reading ONNX files without torch lives in onnx_file.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+# Re-exported: the torch-free side of the format (the runtimes read files through onnx_file).
+from liquid_control.inference.onnx_file import FORMAT_VERSION, ROLES, ExportError, cache_path, cache_problem, \
+    check_metadata, file_sha256
+
 OPSET = 18
 POLICY_INPUTS = ("features", "state", "timespan")
 POLICY_OUTPUTS = ("command", "new_state")
@@ -48,10 +57,6 @@ VERIFY_TOLERANCE = 1e-5
 EXAMPLE_BATCH = 2
 
 PathLike = Union[str, Path]
-
-
-class ExportError(RuntimeError):
-    """An export failed, or the exported graph disagrees with the PyTorch model."""
 
 
 def _config_json(config: Any) -> str:
@@ -223,7 +228,7 @@ def policy_onnx(policy: nn.Module, *, fold: bool = True, opset: int = OPSET) -> 
     fewer nodes, same function); other policies, or fold=False, export `PolicyModel.step` as is.
 
     The graph includes the policy's input normalisation and output scaling (they are
-    buffers of the model), so its ``command`` output is in m/s and rad/s, body FLU.
+    buffers of the model), so its ``command`` output is in m/s and rad/s, heading frame FLU.
     """
     from liquid_control.models.policy import COMMAND_AXES
 
@@ -246,12 +251,12 @@ def policy_onnx(policy: nn.Module, *, fold: bool = True, opset: int = OPSET) -> 
         "initial_state": json.dumps(initial_state[0].tolist()),
         "frame_period_s": repr(float(config.frame_period_s)),
         "feature_names": json.dumps([f"feature_{i}" for i in range(feature_size)]),
-        "command_names": json.dumps(list(COMMAND_AXES)),  # body FLU: m/s, m/s, m/s, rad/s
+        "command_names": json.dumps(list(COMMAND_AXES)),  # heading frame FLU: m/s, m/s, m/s, rad/s
         "trainable_parameters": str(trainable), "effective_parameters": str(effective),
     })
     _set_metadata(model, metadata)
     model.doc_string = ("liquid_control policy step: (features, state, timespan in nominal frame periods)"
-                        " -> (command [vx, vy, vz m/s, yaw rate rad/s] body FLU, new_state)")
+                        " -> (command [vx, vy, vz m/s, yaw rate rad/s] heading frame FLU, new_state)")
     return model
 
 
@@ -299,13 +304,7 @@ def export_perception(perception: nn.Module, path: PathLike, *,
 
 def metadata_of(model: "onnx.ModelProto", source: str = "ONNX model") -> dict[str, str]:  # noqa: F821
     """The metadata_props of an in-memory ONNX model written by this module (ExportError otherwise)."""
-    metadata = {entry.key: entry.value for entry in model.metadata_props}
-    if metadata.get("format") != "liquid_control":
-        raise ExportError(f"{source}: ONNX file was not exported by liquid_control (no 'format' metadata)")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise ExportError(f"{source}: ONNX format version {str(metadata.get('format_version'))[:40]!r} is not supported "
-                          f"(this code reads version {FORMAT_VERSION}); re-export the model")
-    return metadata
+    return check_metadata({entry.key: entry.value for entry in model.metadata_props}, source)
 
 
 def load_onnx(path: PathLike) -> "onnx.ModelProto":  # noqa: F821
@@ -421,3 +420,85 @@ def export_model_file(model_path: PathLike, out_dir: PathLike, *,
     if bundle.policy is None and bundle.perception is None:
         raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
     return export_bundle(bundle.policy, bundle.perception, out_dir, tolerance=tolerance)
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """What `export_cache` made: the verified ONNX model (`data`) and where it was written (`path`, None
+    when the folder is not writable: `write_error` says why)."""
+
+    role: str
+    path: Optional[Path]
+    data: bytes
+    max_diff: float
+    write_error: str = ""
+
+
+def export_cache(model_path: PathLike, role: str, *, tolerance: Optional[float] = VERIFY_TOLERANCE,
+                 bundle: Any = None) -> CachedExport:
+    """Export `role` of a model file, verify it against PyTorch and write it as the model's ONNX cache
+    (onnx_file.cache_path) with the model file's SHA-256; the file appears only complete and verified
+    (temporary file + rename). `bundle`: the model file already loaded (models.model_file.load_model)."""
+    from liquid_control.models.model_file import load_model
+
+    model_path = Path(model_path)
+    digest = file_sha256(model_path)
+    bundle = load_model(model_path) if bundle is None else bundle
+    module = getattr(bundle, role)
+    if module is None:  # ValueError, as the torch path raises for the same file
+        raise ValueError(f"{model_path}: the model file holds no {role} model")
+    model = policy_onnx(module) if role == "policy" else perception_onnx(module)
+    verify = verify_policy if role == "policy" else verify_perception
+    with tempfile.TemporaryDirectory() as scratch:
+        max_diff = verify(module, _save(model, Path(scratch) / f"{role}.onnx"), tolerance=tolerance)
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    metadata.update(source_model=model_path.name, source_sha256=digest, verified_max_diff=repr(max_diff))
+    _set_metadata(model, metadata)
+    data = model.SerializeToString()
+    target = cache_path(model_path, role)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        return CachedExport(role, None, data, max_diff, f"cannot write {target}: {error}")
+    return CachedExport(role, target, data, max_diff)
+
+
+def export_caches(model_path: PathLike, *, tolerance: Optional[float] = VERIFY_TOLERANCE) -> list[CachedExport]:
+    """`export_cache` for every model the file holds (policy, perception)."""
+    from liquid_control.models.model_file import load_model
+
+    bundle = load_model(model_path)
+    roles = [role for role in ROLES if getattr(bundle, role) is not None]
+    if not roles:
+        raise ExportError(f"{model_path}: the model file holds neither a policy nor a perception model")
+    return [export_cache(model_path, role, tolerance=tolerance, bundle=bundle) for role in roles]
+
+
+def ensure_caches(model_path: PathLike, *, tolerance: Optional[float] = VERIFY_TOLERANCE) -> list[CachedExport]:
+    """`export_cache` for each model of the file whose ONNX cache is missing or does not match it (none when
+    all match): a graph that starts perception and policy together builds the cache once, before them,
+    instead of both nodes exporting at start at the same time."""
+    import onnxruntime as ort
+
+    from liquid_control.models.model_file import load_model
+
+    digest = file_sha256(model_path)
+    bundle = None
+    made = []
+    for role in ROLES:
+        cached = cache_path(model_path, role)
+        if cached.is_file():
+            try:
+                metadata = ort.InferenceSession(str(cached), providers=["CPUExecutionProvider"]) \
+                    .get_modelmeta().custom_metadata_map
+                if not cache_problem(metadata, role, digest):
+                    continue
+            except Exception:  # unreadable: rebuilt below
+                pass
+        bundle = load_model(model_path) if bundle is None else bundle
+        if getattr(bundle, role) is not None:
+            made.append(export_cache(model_path, role, tolerance=tolerance, bundle=bundle))
+    return made

@@ -80,7 +80,7 @@ class PolicyLoopConfig:
     watchdog_timeout_s: no new features for this long (s) -> hover + ERROR, state reset on recovery.
     min_timespan, max_timespan: clip range of the timespan (nominal frame periods); max bounds how far
         one step may integrate after a gap (a longer gap trips the watchdog anyway).
-    max_speed_xy_mps, max_speed_z_mps, max_yaw_rate_radps: per-axis command limits (body FLU).
+    max_speed_xy_mps, max_speed_z_mps, max_yaw_rate_radps: per-axis command limits (heading frame FLU).
     out_of_range: "clamp" (clip each axis to its limit) or "hover" (replace the command by zeros).
     step_on_arrival: step as soon as a frame arrives (else only at ticks; see module docstring).
     diagnostics_rate_hz: how often diagnostics are due (Hz).
@@ -143,7 +143,7 @@ class SteppedPolicy(Protocol):
 class TickResult:
     """What one tick decided.
 
-    command: [vx, vy, vz m/s, yaw rate rad/s] body FLU to publish.
+    command: [vx, vy, vz m/s, yaw rate rad/s] heading frame FLU to publish.
     stepped: the model ran this tick. level: 0 OK, 1 WARN, 2 ERROR. feature_stamp_s: stamp of
     the features the command was computed from (None for hover without features).
     """
@@ -156,6 +156,12 @@ class TickResult:
     timespan: float = math.nan
     feature_stamp_s: Optional[float] = None
     inference_s: float = 0.0
+
+    @property
+    def is_live(self) -> bool:
+        """The command came from the model on fresh features and passed the output checks (clamped counts):
+        not the watchdog's or a fault's hover, not waiting. The node publishes it on policy/live."""
+        return self.state == "running" and self.level == 0
 
 
 class PolicyLoop:

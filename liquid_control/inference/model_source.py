@@ -45,7 +45,7 @@ def load_runtime(kind: type, value: str, options: RuntimeOptions):
     unavailable provider) becomes a ValueError naming the file, so a node reports it in one
     line and exits instead of printing a traceback.
     """
-    from liquid_control.models.model_file import ModelFileError
+    from liquid_control.models.errors import ModelFileError  # torch-free (the onnxruntime path loads no torch)
 
     path = resolve_model_path(value)
     try:

@@ -8,7 +8,13 @@ backends:
 - ``onnxruntime``: the deploy path. Execution providers are chosen in the order
   TensorRT -> CUDA -> CPU among those available (``providers`` overrides this);
   ``fp16`` turns on FP16 in providers that have such a switch (TensorRT). A model
-  file or in-memory model is exported to ONNX in memory first (a few seconds).
+  file is run from its verified ONNX cache (onnx_file: ``NAME.policy.onnx`` /
+  ``NAME.perception.onnx`` beside it, written by `liquid-control export`) when the
+  cache's recorded SHA-256 matches the model file; then neither torch nor the onnx
+  package is imported. A missing or mismatching cache is never used: the model is
+  exported and verified again (a few seconds, torch loaded) and the cache rewritten
+  where the folder is writable; `cache_note` says so. An in-memory model is exported
+  in memory.
 - ``torch``: eager PyTorch, for model files and in-memory models only.
 - ``auto``: onnxruntime when it is installed, else torch.
 
@@ -27,23 +33,31 @@ velocity / hover); nothing here ever returns a command it did not compute.
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 import numpy as np
-import torch
-from torch import nn
 
-from liquid_control.inference import export as onnx_export
+from liquid_control.inference import onnx_file
+from liquid_control.inference.onnx_file import ExportError
 from liquid_control.interfaces.codec import MAX_IMAGE_PIXELS
 from liquid_control.util.safe_input import clip, loads_json, short_repr
+
+if TYPE_CHECKING:  # torch is imported only on the paths that need it (torch backend, exports)
+    from torch import nn
 
 Backend = Literal["auto", "onnxruntime", "torch"]
 BACKENDS = ("auto", "onnxruntime", "torch")
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-Source = Union[str, Path, nn.Module]
+Source = Union[str, Path, "nn.Module"]
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_file_source(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,7 @@ def select_providers(requested: Optional[Sequence[str]] = None, fp16: bool = Fal
 
 
 def _resolve_backend(source: Source, backend: Backend) -> str:
-    is_onnx = not isinstance(source, nn.Module) and Path(source).suffix.lower() == ".onnx"
+    is_onnx = _is_file_source(source) and Path(source).suffix.lower() == ".onnx"
     if backend == "torch" and is_onnx:
         raise ValueError(f"runtime: {source} is an ONNX file; the torch backend needs a model file "
                          "(.safetensors) or use backend='onnxruntime'")
@@ -124,20 +138,63 @@ def _resolve_backend(source: Source, backend: Backend) -> str:
 def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions, source: str) -> Any:
     import onnxruntime as ort
 
+    providers = select_providers(options.providers, options.fp16)
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.threads
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.log_severity_level = 3  # errors only: provider fallbacks are reported via .providers
-    providers = select_providers(options.providers, options.fp16)
     try:
         return ort.InferenceSession(model_bytes_or_path, session_options,
                                     providers=[name for name, _ in providers],
                                     provider_options=[opts for _, opts in providers])
-    except Exception as error:  # onnxruntime's Fail / InvalidGraph / InvalidArgument ... : a bad graph
-        raise onnx_export.ExportError(f"{source}: onnxruntime cannot load this graph: "
-                                      f"{clip(str(error), 300)}") from None
+    except Exception as error:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ... : a bad file or graph
+        raise ExportError(f"{source}: not a readable ONNX file (onnxruntime cannot load this graph: "
+                          f"{clip(str(error), 300)})") from None
+
+
+def _open_onnx(data: Union[bytes, str, Path], role: str, options: RuntimeOptions, source: str) -> tuple[Any, dict]:
+    """(onnxruntime session, checked metadata) of an ONNX file or serialized model holding a `role` model."""
+    if isinstance(data, (str, Path)) and not Path(data).is_file():
+        raise ExportError(f"{data}: no such ONNX file")
+    session = _session(str(data) if isinstance(data, Path) else data, options, source)
+    metadata = onnx_file.check_metadata(session.get_modelmeta().custom_metadata_map, source)
+    if metadata.get("role") != role:
+        raise ExportError(f"{source}: this ONNX file holds a {short_repr(metadata.get('role'))} model, not a {role!r} model")
+    return session, metadata
+
+
+def _cached_onnx(model_path: Path, role: str, options: RuntimeOptions) -> tuple[Any, dict, str]:
+    """(session, metadata, note) for `role` of a model file on onnxruntime, from its ONNX cache when the
+    cache matches the model file, else from a fresh verified export (note: why, and what it cost)."""
+    cached = onnx_file.cache_path(model_path, role)
+    digest = onnx_file.file_sha256(model_path)
+    if cached.is_file():
+        try:
+            session, metadata = _open_onnx(cached, role, options, str(cached))
+            problem = onnx_file.cache_problem(metadata, role, digest)
+        except ExportError as error:
+            problem = f"is unusable ({error})"
+        if not problem:
+            return session, metadata, ""
+    else:
+        problem = "is missing"
+    try:
+        from liquid_control.inference import export as onnx_export  # loads torch: only when the cache fails
+    except ImportError as error:  # a deploy install without torch (docs/DEPLOY.md): the cache is the only way
+        raise ExportError(f"ONNX cache {cached} {problem}, and exporting it needs {error.name or 'torch'}, which "
+                          f"is not installed: run `liquid-control export {model_path.name}` where torch is and copy "
+                          f"the .onnx files next to {model_path}") from None
+
+    started = time.perf_counter()
+    made = onnx_export.export_cache(model_path, role)  # ValueError if the file holds no such model
+    session, metadata = _open_onnx(made.data, role, options, str(model_path))
+    where = f"wrote {made.path}" if made.path else f"not cached: {made.write_error}"
+    note = (f"ONNX cache {cached} {problem}: exported and verified at start in "
+            f"{time.perf_counter() - started:.1f} s ({where}); `liquid-control export {model_path}` ahead of "
+            "time makes start-up only load")
+    return session, metadata, note
 
 
 def _check_graph(session: Any, source: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:
@@ -146,12 +203,12 @@ def _check_graph(session: Any, source: str, inputs: dict[str, tuple], outputs: d
                                      ("output", session.get_outputs(), outputs)):
         found = {arg.name: tuple(arg.shape) for arg in declared}
         if set(found) != set(expected):
-            raise onnx_export.ExportError(f"{source}: graph {kind}s are {sorted(found)}, expected {sorted(expected)}")
+            raise ExportError(f"{source}: graph {kind}s are {sorted(found)}, expected {sorted(expected)}")
         for name, dims in expected.items():
             shape = found[name]
             if len(shape) != len(dims) + 1 or tuple(shape[1:]) != dims:
-                raise onnx_export.ExportError(f"{source}: {kind} {name!r} has shape {list(shape)}, expected "
-                                              f"[batch, {', '.join(map(str, dims))}] (from the file's metadata)")
+                raise ExportError(f"{source}: {kind} {name!r} has shape {list(shape)}, expected "
+                                  f"[batch, {', '.join(map(str, dims))}] (from the file's metadata)")
 
 
 def _bind(session: Any, binding: Any, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
@@ -162,30 +219,53 @@ def _bind(session: Any, binding: Any, inputs: dict[str, np.ndarray], outputs: di
         binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
 
 
-def _load(source: Source, role: str) -> tuple[Optional[nn.Module], Optional[Any], str]:
-    """(torch model or None, ONNX ModelProto or None, description) for a policy/perception source."""
-    if isinstance(source, nn.Module):
-        return source, None, type(source).__name__
+@dataclass
+class _Loaded:
+    """A model ready for a runtime: a torch module (torch backend, or to export in memory) or an onnxruntime
+    session with its file's metadata."""
+
+    source: str
+    module: Any = None
+    session: Any = None
+    metadata: Optional[dict] = None
+    cache_note: str = ""
+
+
+def _load(source: Source, role: str, backend: str, options: RuntimeOptions) -> _Loaded:
+    """What a policy/perception runtime runs, from a module, an ONNX file or a model file (see module doc)."""
+    if not _is_file_source(source):
+        return _Loaded(type(source).__name__, module=source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
-        model = onnx_export.load_onnx(path)
-        metadata = onnx_export.metadata_of(model, str(path))
-        if metadata.get("role") != role:
-            raise onnx_export.ExportError(f"{path}: this ONNX file holds a {short_repr(metadata.get('role'))} "
-                                          f"model, not a {role!r} model")
-        return None, model, str(path)
+        session, metadata = _open_onnx(path, role, options, str(path))
+        return _Loaded(str(path), session=session, metadata=metadata)
+    if backend == "onnxruntime":
+        if not path.is_file():
+            from liquid_control.models.errors import ModelFileError
+
+            raise ModelFileError(path, "no such file")
+        session, metadata, note = _cached_onnx(path, role, options)
+        return _Loaded(str(path), session=session, metadata=metadata, cache_note=note)
     from liquid_control.models.model_file import load_model
 
     bundle = load_model(path)
     module = getattr(bundle, role)
     if module is None:
         raise ValueError(f"{path}: the model file holds no {role} model")
-    return module, None, str(path)
+    return _Loaded(str(path), module=module)
+
+
+def _session_for_module(module: Any, role: str, options: RuntimeOptions) -> Any:
+    """An onnxruntime session of an in-memory torch module, exported in memory (loads torch)."""
+    from liquid_control.inference import export as onnx_export
+
+    model = onnx_export.policy_onnx(module) if role == "policy" else onnx_export.perception_onnx(module)
+    return _session(model.SerializeToString(), options, type(module).__name__)
 
 
 def _metadata_size(metadata: dict[str, str], key: str) -> int:
     """A positive size from ONNX metadata (text), bounded like a model file's configs."""
-    from liquid_control.models.policy import MAX_WIDTH
+    from liquid_control.models.limits import MAX_WIDTH
 
     text = metadata[key]
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2 * MAX_WIDTH:  # an LSTM state is 2 x hidden size
@@ -194,7 +274,7 @@ def _metadata_size(metadata: dict[str, str], key: str) -> int:
 
 
 def _metadata_frame_period(metadata: dict[str, str]) -> float:
-    from liquid_control.models.policy import FRAME_PERIOD_RANGE_S
+    from liquid_control.models.limits import FRAME_PERIOD_RANGE_S
 
     value = float(metadata["frame_period_s"])
     low, high = FRAME_PERIOD_RANGE_S
@@ -210,7 +290,8 @@ class PolicyRuntime:
 
     ``step(features (F,), timespan) -> command (4,)``: `timespan` is the time since the
     previous step's features in nominal frame periods (1.0 = on time; see DESIGN.md
-    "Timespans"); the command is [vx, vy, vz (m/s), yaw rate (rad/s)] in body FLU.
+    "Timespans"); the command is [vx, vy, vz (m/s), yaw rate (rad/s)] in the heading frame FLU
+    (yaw-only: x forward and y left stay level).
     """
 
     def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, **option_overrides: Any) -> None:
@@ -218,8 +299,12 @@ class PolicyRuntime:
             raise ValueError("runtime: pass either options= or keyword options, not both")
         self.options = options or RuntimeOptions(**option_overrides)
         self.backend = _resolve_backend(source, self.options.backend)
-        model, onnx_model, self.source = _load(source, "policy")
+        loaded = _load(source, "policy", self.backend, self.options)
+        self.source, self.cache_note = loaded.source, loaded.cache_note
+        model = loaded.module
         if model is not None:
+            import torch
+
             model = model.eval().float()
             self.feature_size = int(model.config.feature_size)
             self.state_size = int(model.state_size)
@@ -227,18 +312,18 @@ class PolicyRuntime:
             with torch.inference_mode():
                 initial = model.initial_state(1).float().numpy().reshape(-1)
         else:
-            metadata = onnx_export.metadata_of(onnx_model, self.source)
+            metadata = loaded.metadata
             try:
                 self.feature_size = _metadata_size(metadata, "feature_size")
                 self.state_size = _metadata_size(metadata, "state_size")
                 self.frame_period_s = _metadata_frame_period(metadata)
                 initial = np.asarray(loads_json(metadata["initial_state"]), dtype=np.float32)
             except (KeyError, TypeError, ValueError, OverflowError) as error:
-                raise onnx_export.ExportError(f"{self.source}: policy metadata is incomplete or invalid "
-                                              f"({clip(repr(error))}); re-export the model") from None
+                raise ExportError(f"{self.source}: policy metadata is incomplete or invalid "
+                                  f"({clip(repr(error))}); re-export the model") from None
             if initial.shape != (self.state_size,) or not np.isfinite(initial).all():
-                raise onnx_export.ExportError(f"{self.source}: initial_state metadata must be {self.state_size} "
-                                              f"finite numbers (state_size), got shape {initial.shape}")
+                raise ExportError(f"{self.source}: initial_state metadata must be {self.state_size} "
+                                  f"finite numbers (state_size), got shape {initial.shape}")
         self._initial_state = initial.astype(np.float32)
         # Pre-allocated buffers: the only memory a step touches. Outputs share one array laid
         # out [state A | command | state B], so "command and the state just written are finite"
@@ -256,13 +341,15 @@ class PolicyRuntime:
         self._model: Optional[nn.Module] = None
         self.providers: list[str] = []
         if self.backend == "torch":
+            import torch
+
+            self._torch = torch
             torch.set_num_threads(self.options.threads)
             self._model = model
             self._torch_inputs = (torch.from_numpy(self._features), torch.from_numpy(self._timespan))
             self._torch_states = tuple(torch.from_numpy(buffer) for buffer in self._states)
         else:
-            data = onnx_model if onnx_model is not None else onnx_export.policy_onnx(model)
-            self._session = _session(data.SerializeToString(), self.options, self.source)
+            self._session = loaded.session if model is None else _session_for_module(model, "policy", self.options)
             self.providers = list(self._session.get_providers())
             _check_graph(self._session, self.source,
                          {"features": (self.feature_size,), "state": (self.state_size,), "timespan": (1,)},
@@ -311,7 +398,7 @@ class PolicyRuntime:
         self._timespan[0, 0] = value
 
     def step(self, features: Any, timespan: float) -> np.ndarray:
-        """One policy step; returns the command (4,) [vx, vy, vz m/s, yaw rate rad/s], body FLU.
+        """One policy step; returns the command (4,) [vx, vy, vz m/s, yaw rate rad/s], heading frame FLU.
 
         Raises ValueError (state unchanged) for bad inputs or a non-finite result.
         """
@@ -319,7 +406,7 @@ class PolicyRuntime:
         current = self._current
         if self._model is not None:
             features_t, timespan_t = self._torch_inputs
-            with torch.inference_mode():
+            with self._torch.inference_mode():
                 command, new_state = self._model.step(features_t, self._torch_states[current], timespan_t)
             self._command[:] = command.numpy()
             self._states[1 - current][:] = new_state.numpy()
@@ -346,7 +433,7 @@ class PerceptionRuntime:
 
     def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, *,
                  max_image_pixels: int = MAX_IMAGE_PIXELS, **option_overrides: Any) -> None:
-        from liquid_control.models.perception import PerceptionConfig
+        from liquid_control.models.perception_input import PerceptionConfig
 
         if options is not None and option_overrides:
             raise ValueError("runtime: pass either options= or keyword options, not both")
@@ -355,17 +442,18 @@ class PerceptionRuntime:
         self.max_image_pixels = max_image_pixels
         self.options = options or RuntimeOptions(**option_overrides)
         self.backend = _resolve_backend(source, self.options.backend)
-        model, onnx_model, self.source = _load(source, "perception")
+        loaded = _load(source, "perception", self.backend, self.options)
+        self.source, self.cache_note = loaded.source, loaded.cache_note
+        model = loaded.module
         if model is not None:
             model = model.eval().float()
             self.config = model.config
         else:
-            metadata = onnx_export.metadata_of(onnx_model, self.source)
             try:
-                self.config = PerceptionConfig.from_dict(loads_json(metadata["perception_config"]))
+                self.config = PerceptionConfig.from_dict(loads_json(loaded.metadata["perception_config"]))
             except (KeyError, TypeError, ValueError, OverflowError) as error:
-                raise onnx_export.ExportError(f"{self.source}: perception metadata is incomplete or invalid "
-                                              f"({clip(repr(error))}); re-export the model") from None
+                raise ExportError(f"{self.source}: perception metadata is incomplete or invalid "
+                                  f"({clip(repr(error))}); re-export the model") from None
         self.feature_size = int(self.config.feature_size)
         height, width = int(self.config.height), int(self.config.width)
         self._image = np.zeros((1, 3, height, width), np.float32)
@@ -373,12 +461,15 @@ class PerceptionRuntime:
         self._model: Optional[nn.Module] = None
         self.providers: list[str] = []
         if self.backend == "torch":
+            import torch
+
+            self._torch = torch
             torch.set_num_threads(self.options.threads)
             self._model = model
             self._image_t = torch.from_numpy(self._image)
         else:
-            data = onnx_model if onnx_model is not None else onnx_export.perception_onnx(model)
-            self._session = _session(data.SerializeToString(), self.options, self.source)
+            self._session = loaded.session if model is None else \
+                _session_for_module(model, "perception", self.options)
             self.providers = list(self._session.get_providers())
             _check_graph(self._session, self.source, {"image": (3, height, width)},
                          {"features": (self.feature_size,)})
@@ -387,11 +478,11 @@ class PerceptionRuntime:
 
     def features(self, image: np.ndarray, encoding: str) -> np.ndarray:
         """Features (N,) of one camera image. Raises ValueError for unusable images or non-finite output."""
-        from liquid_control.models.perception import preprocess
+        from liquid_control.models.perception_input import preprocess
 
         self._image[0] = preprocess(image, encoding, self.config, self.max_image_pixels)
         if self._model is not None:
-            with torch.inference_mode():
+            with self._torch.inference_mode():
                 np.copyto(self._features, self._model(self._image_t).numpy())
         else:
             try:

@@ -6,7 +6,7 @@ named ``<scenario>_<seed:06d>.npz``, holding one row per *delivered* camera fram
 - ``images``          (N, H, W, 3) uint8 RGB at the perception input size (what
                       `models.perception.preprocess` would produce, times 255);
 - ``capture_times_s`` (N,) float64 sim/header time the frame was captured (s);
-- ``labels``          (N, 4) float32 expert command [vx, vy, vz, yaw_rate] (body FLU, m/s, rad/s)
+- ``labels``          (N, 4) float32 expert command [vx, vy, vz, yaw_rate] (heading frame FLU, m/s, rad/s)
                       at the control step the frame was delivered: the training target;
 - ``commands``        (N, 4) float32 command actually flown at that step (differs from the label
                       when the data was collected with a perturbed or learned controller);

@@ -8,6 +8,8 @@ labels (`aux_targets`) that `aux_loss` scores.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch
 from liquid_control.learning.augment import (AugmentConfig, apply_photometric, apply_scene, drop_mask, flip_labels,
                                              jitter_times, sample_photometric, sample_scene, timespans)
 from liquid_control.learning.dataset import EpisodeData
+
 
 @dataclass
 class _Stream:
@@ -149,3 +152,16 @@ class StreamSampler:
             images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
             mask[i, :n] = 1.0
         return Batch(images, spans, labels, mask, reset, aux)
+
+
+def prefetched(next_batch: Callable[[], Batch], count: int) -> Iterator[Batch]:
+    """`count` batches from `next_batch`, each prepared in one background thread while the caller trains
+    on the previous one. Augmentation is numpy/OpenCV work that mostly releases the GIL, so it overlaps
+    the optimiser step; exactly `count` batches are drawn, in order, so a seed gives the same stream."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") as pool:
+        pending = pool.submit(next_batch)
+        for k in range(count):
+            batch = pending.result()
+            if k + 1 < count:
+                pending = pool.submit(next_batch)
+            yield batch

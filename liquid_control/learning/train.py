@@ -43,7 +43,7 @@ from liquid_control.config import ConfigError
 from liquid_control.learning.augment import timespans
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
 from liquid_control.learning.recipe import TrainConfig
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss
+from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, prefetched
 from liquid_control.models import FeatureExtractor, PerceptionConfig, PolicyModel, policy_for_budget, save_model
 
 
@@ -201,10 +201,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             policy.train()
             t0 = time.perf_counter()
             losses = []
-            bar = tqdm(range(steps_per_epoch()), desc=f"epoch {epoch}/{total_epochs}", unit="batch",
-                       disable=not progress, file=sys.stderr, leave=False)
-            for _ in bar:
-                batch = sampler.next_batch()
+            bar = tqdm(prefetched(sampler.next_batch, steps_per_epoch()), total=steps_per_epoch(),
+                       desc=f"epoch {epoch}/{total_epochs}", unit="batch", disable=not progress, file=sys.stderr,
+                       leave=False)
+            for batch in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step)
                 reset = torch.from_numpy(batch.reset)

@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 
 from liquid_control.util.safe_input import InputError, loads_json, short_repr
 
+from .errors import ModelFileError
 from .perception import FeatureExtractor, PerceptionConfig
 from .policy import COMMAND_AXES, PolicyConfig, PolicyModel
 
@@ -44,15 +45,6 @@ FORMAT = "liquid_control.model"
 FORMAT_VERSION = 1
 EXTENSION = ".safetensors"
 PREFIXES = ("policy.", "perception.")
-
-
-class ModelFileError(Exception):
-    """A model file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: Any, problem: str) -> None:
-        super().__init__(f"model file {path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Policy models: features -> body-frame velocity command, with one interface for every kind.
+"""Policy models: features -> heading-frame velocity command, with one interface for every kind.
 
 A `PolicyModel` is a recurrent core (CfC, LSTM, GRU, or a stateless MLP) plus a
-linear readout to ``[vx, vy, vz, yaw_rate]`` in the body frame FLU (REP-103):
+linear readout to ``[vx, vy, vz, yaw_rate]`` in the heading frame, FLU axes (REP-103) turned by yaw only:
 m/s forward, left, up and rad/s counter-clockwise. Input normalisation
 (feature mean/std) and the per-axis command scale are buffers inside the model,
 so an ONNX export or a model file carries them.
@@ -13,9 +13,10 @@ Common interface (runtime and export treat every kind alike):
 - ``forward(features (B,T,F), timespans (B,T,1) | None, state=None) -> (commands (B,T,4), state)``.
 
 Timespans are in units of the nominal frame period (``config.frame_period_s``):
-1.0 = one nominal frame; a dropped frame gives 2.0. Only the CfC uses them; the
+1.0 = one nominal frame; a dropped frame gives 2.0. The CfC integrates over them; the
 discrete baselines (LSTM, GRU, MLP) accept and ignore them, which is exactly the
-property the comparison measures. The MLP is stateless but keeps a dummy state of
+property the comparison measures, except the time-aware LSTM/GRU (``rnn_time_input``),
+which get the timespan as one more input: the fair baseline for irregular frame rates. The MLP is stateless but keeps a dummy state of
 size 1 (passed through unchanged) so that every exported graph has the same
 (features, state, timespan) -> (command, state) signature; zero-size tensors are
 avoided because ONNX runtimes handle them unevenly.
@@ -42,15 +43,10 @@ from torch import nn
 from liquid_control.config import ConfigBase
 
 from .cfc import ACTIVATIONS, CfC, MODES
+from .limits import FRAME_PERIOD_RANGE_S, MAX_LAYERS, MAX_WIDTH  # noqa: F401 (re-exported)
 from .wiring import Wiring
 
 KINDS = ("cfc", "lstm", "gru", "mlp")
-# Sanity bounds on a config read from a file: policies here have ~20K parameters (DESIGN.md), so these
-# are generous, and low enough that building a network from a corrupt header never allocates gigabytes.
-MAX_WIDTH = 2048  # feature_size, units, hidden sizes
-MAX_LAYERS = 16
-# Camera frame periods (s) a model may be trained for: 1 ms (1 kHz) to 1 s (1 Hz); the cameras here run 15-60 Hz.
-FRAME_PERIOD_RANGE_S = (1e-3, 1.0)
 COMMAND_AXES = ("vx", "vy", "vz", "yaw_rate")
 COMMAND_SIZE = len(COMMAND_AXES)
 
@@ -73,6 +69,8 @@ class PolicyConfig(ConfigBase):
         rnn_hidden_size: LSTM/GRU hidden size.
         mlp_hidden_sizes: MLP hidden layer widths.
         frame_period_s: nominal time between frames (s); timespans are divided by it.
+        rnn_time_input: LSTM/GRU only: the timespan is appended to the cell's input (the fair
+            "time-aware" discrete baseline: it sees the frame interval the CfC integrates over).
         param_budget: target trainable parameter count (informational; see policy_for_budget).
     """
 
@@ -92,6 +90,7 @@ class PolicyConfig(ConfigBase):
     rnn_hidden_size: int = 64
     mlp_hidden_sizes: tuple[int, ...] = (128, 128)
     frame_period_s: float = 1.0 / 30.0
+    rnn_time_input: bool = False
     param_budget: int = 20000
 
     def __post_init__(self) -> None:
@@ -109,6 +108,8 @@ class PolicyConfig(ConfigBase):
             problems.append(f"cfc_activation {self.cfc_activation!r} is not one of {sorted(ACTIVATIONS)}")
         if self.rnn_hidden_size < 1 or any(v < 1 for v in self.mlp_hidden_sizes):
             problems.append("hidden sizes must be positive")
+        if self.rnn_time_input and self.kind not in ("lstm", "gru"):
+            problems.append(f"rnn_time_input applies to lstm and gru only, not {self.kind!r}")
         widths = (self.feature_size, self.cfc_units, self.cfc_motor_neurons, self.cfc_backbone_units,
                   self.rnn_hidden_size, *self.mlp_hidden_sizes)
         if any(w > MAX_WIDTH for w in widths) or self.cfc_backbone_layers > MAX_LAYERS or \
@@ -144,31 +145,38 @@ class CfCCore(nn.Module):
 
 
 class LSTMCore(nn.Module):
-    """LSTM cell; state packs [h | c] into one (B, 2H) tensor. Ignores timespans."""
+    """LSTM cell; state packs [h | c] into one (B, 2H) tensor. Ignores timespans unless
+    `rnn_time_input` appends them to the input."""
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.hidden = config.rnn_hidden_size
-        self.cell = nn.LSTMCell(config.feature_size, self.hidden)
+        self.time_input: bool = config.rnn_time_input
+        self.cell = nn.LSTMCell(config.feature_size + int(self.time_input), self.hidden)
         self.output_size = self.hidden
         self.state_size = 2 * self.hidden
 
     def step(self, x: torch.Tensor, state: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.time_input:
+            x = torch.cat([x, t], dim=1)
         h, c = state[:, : self.hidden], state[:, self.hidden:]
         h, c = self.cell(x, (h, c))
         return h, torch.cat([h, c], dim=1)
 
 
 class GRUCore(nn.Module):
-    """GRU cell; state = h (B, H). Ignores timespans."""
+    """GRU cell; state = h (B, H). Ignores timespans unless `rnn_time_input` appends them to the input."""
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
-        self.cell = nn.GRUCell(config.feature_size, config.rnn_hidden_size)
+        self.time_input: bool = config.rnn_time_input
+        self.cell = nn.GRUCell(config.feature_size + int(self.time_input), config.rnn_hidden_size)
         self.output_size = config.rnn_hidden_size
         self.state_size = config.rnn_hidden_size
 
     def step(self, x: torch.Tensor, state: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.time_input:
+            x = torch.cat([x, t], dim=1)
         h = self.cell(x, state)
         return h, h
 
@@ -193,7 +201,7 @@ class MLPCore(nn.Module):
 
 # --------------------------------------------------------------------------- policy
 class PolicyModel(nn.Module):
-    """Core + readout to [vx, vy, vz, yaw_rate] (body FLU; m/s, rad/s). See module docstring."""
+    """Core + readout to [vx, vy, vz, yaw_rate] (heading frame FLU; m/s, rad/s). See module docstring."""
 
     __jit_unused_properties__ = ["frame_period_s"]
 
@@ -267,7 +275,7 @@ class PolicyModel(nn.Module):
     def step(self, features: torch.Tensor, state: torch.Tensor,
              timespan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame: features (B,F), state (B,S), timespan (B,1) in nominal frame periods
-        -> (command (B,4) [vx, vy, vz, yaw_rate] body FLU, new_state (B,S))."""
+        -> (command (B,4) [vx, vy, vz, yaw_rate] heading frame FLU, new_state (B,S))."""
         x = (features - self.feature_mean) / self.feature_std
         y, new_state = self.core.step(x, state, timespan)
         # F.linear rather than self.readout(...): skips module-call overhead on the deploy path.
@@ -348,6 +356,8 @@ def _cfc_count(config: PolicyConfig) -> int:
 def expected_trainable(config: PolicyConfig) -> int:
     """Trainable parameter count of PolicyModel(config), computed without building it."""
     f, h = config.feature_size, config.rnn_hidden_size
+    if config.rnn_time_input:
+        f += 1
     readout = lambda width: (width + 1) * COMMAND_SIZE  # noqa: E731
     if config.kind == "cfc":
         return _cfc_count(config)

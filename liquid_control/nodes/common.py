@@ -9,6 +9,7 @@ import gc
 import importlib
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +24,20 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.interfaces.topics import DIAGNOSTICS, Interface, Qos
+from liquid_control.nodes.compat import events_executor_class
 
 _RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 _DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
 
 
-def qos_profile(source: Interface | Qos, depth: int | None = None) -> QoSProfile:
+def qos_profile(source: Interface | Qos, depth: int | None = None, *, subscriber: bool = False) -> QoSProfile:
     """The rclpy QoSProfile of an interface-table topic (or of a table Qos); `depth` overrides the queue
-    depth for an endpoint that needs a longer (test probes, monitors) or shorter queue."""
-    qos = source.qos if isinstance(source, Interface) else source
+    depth for an endpoint that needs a longer (test probes, monitors) or shorter queue. `subscriber`: the
+    profile a subscription requests (best effort for sensor streams, REP-2003), else what publishers offer."""
+    if isinstance(source, Interface):
+        qos = source.subscription_qos if subscriber else source.qos
+    else:
+        qos = source
     if qos is None:
         raise ValueError(f"{source.name} is a service: services have no QoS profile in the table")
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos.depth if depth is None else depth,
@@ -253,6 +259,18 @@ def make_status(name: str, level: int, message: str, values: Mapping[str, Any] |
                             values=[KeyValue(key=str(k), value=_format_value(v)) for k, v in (values or {}).items()])
 
 
+def hardware_id(device: str) -> str:
+    """DiagnosticStatus.hardware_id of a node: this host and the device it computes on, e.g.
+    'jetson-01/onnxruntime:CUDAExecutionProvider' (diagnostic aggregators group statuses by it)."""
+    return f"{socket.gethostname()}/{device}"
+
+
+def runtime_hardware_id(runtime: Any) -> str:
+    """hardware_id of an inference runtime: its backend and, on onnxruntime, the first (active) provider."""
+    providers = list(getattr(runtime, "providers", []) or [])
+    return hardware_id(f"{runtime.backend}:{providers[0]}" if providers else str(runtime.backend))
+
+
 class DiagnosticsPublisher:
     """Publishes DiagnosticArray on /diagnostics, stamped with the node's clock."""
 
@@ -270,17 +288,21 @@ class DiagnosticsPublisher:
 EXECUTORS = ("single", "events")
 
 
-def make_executor(kind: str, context: rclpy.context.Context | None = None) -> Executor:
+def make_executor(kind: str, context: rclpy.context.Context | None = None, logger: Any = None) -> Executor:
     """`single`: rclpy's SingleThreadedExecutor (wait set rebuilt in Python on every wake-up);
     `events`: rclpy.experimental.EventsExecutor (timers and the event queue in C++). Measured here
     with a bare 100 Hz timer (docs/BENCHMARKS.md "Node loop"): timer lateness p99 0.59 ms single,
-    0.28 ms events. A multi-threaded executor is not offered: worse lateness under the GIL (DESIGN.md)."""
+    0.28 ms events. A multi-threaded executor is not offered: worse lateness under the GIL (DESIGN.md).
+    An rclpy without EventsExecutor (before Kilted) gets the single-threaded one and a warning on
+    `logger` (default: the "liquid_control" logger)."""
     if kind == "single":
         return SingleThreadedExecutor(context=context)
     if kind == "events":
-        from rclpy.experimental import EventsExecutor
-
-        return EventsExecutor(context=context)
+        events_executor, missing = events_executor_class()
+        if events_executor is None:
+            (logger or rclpy.logging.get_logger("liquid_control")).warning(missing)
+            return SingleThreadedExecutor(context=context)
+        return events_executor(context=context)
     raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
 
 
@@ -307,7 +329,7 @@ def spin_node(node_factory: Callable[[], Node], args: list[str] | None = None) -
     try:
         try:
             node = node_factory()
-            executor = make_executor(getattr(node, "executor_kind", "single"))
+            executor = make_executor(getattr(node, "executor_kind", "single"), logger=node.get_logger())
             freeze_start_up_objects()
         except (ValueError, OSError, RuntimeError, TypeError) as exc:
             rclpy.logging.get_logger("liquid_control").error(f"cannot start node: {exc}")

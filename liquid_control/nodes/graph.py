@@ -228,9 +228,11 @@ def sim_graph(model_path: str = "", sim: Optional[Mapping[str, ParameterValue]] 
 
 
 def deploy_graph(model_path: str = "", connection: str = "", bridge: bool = True,
-                 cmd_vel_topic: str = CMD_VEL.name) -> list[NodeLaunch]:
-    """perception + policy (+ MAVLink bridge), wall time: launch/deploy.launch.py without ros2 launch.
-    `cmd_vel_topic` renames the policy's output (e.g. /mavros/setpoint_velocity/cmd_vel, bridge=False)."""
+                 cmd_vel_topic: str = CMD_VEL.name,
+                 record: Optional[Mapping[str, ParameterValue]] = None) -> list[NodeLaunch]:
+    """perception + policy (+ MAVLink bridge) (+ recorder when `record` is given), wall time:
+    launch/deploy.launch.py without ros2 launch. `cmd_vel_topic` renames the policy's output
+    (e.g. /mavros/setpoint_velocity/cmd_vel, bridge=False)."""
     model = {"model_path": model_path} if model_path else {}
     remap = {CMD_VEL.name: cmd_vel_topic} if cmd_vel_topic != CMD_VEL.name else {}
     nodes = [NodeLaunch("perception", "perception_node", config_file("perception"), dict(model)),
@@ -238,6 +240,8 @@ def deploy_graph(model_path: str = "", connection: str = "", bridge: bool = True
     if bridge:
         nodes.append(NodeLaunch("mavlink_bridge", "mavlink_bridge_node", config_file("mavlink_bridge"),
                                 {"connection": connection} if connection else {}, remap))
+    if record is not None:
+        nodes.append(NodeLaunch("recorder", "recorder_node", config_file("recorder"), dict(record), remap))
     return nodes
 
 

@@ -4,7 +4,8 @@ Subscribes `camera/image_raw` (sensor_msgs/Image: rgb8, bgr8, mono8) or, with
 `input:=compressed`, `camera/image_raw/compressed` (sensor_msgs/CompressedImage,
 jpeg/png); publishes `features` (sensor_msgs/Image 1xN `32FC1`, same header as
 the source image, so the policy knows the capture time) and `/diagnostics`.
-Both streams use the sensor-data QoS with depth 1: only the newest frame is ever
+Both streams are best effort with depth 1 (the camera subscription per REP-2003, so it
+matches reliable and best-effort camera drivers alike): only the newest frame is ever
 processed, a slow step drops frames instead of queueing them.
 
 Safety semantics: a bad image (unsupported encoding, size/step that does not match
@@ -30,8 +31,8 @@ from liquid_control.interfaces.codec import (MAX_IMAGE_PIXELS, compressed_image_
 from liquid_control.interfaces.topics import CAMERA_COMPRESSED, CAMERA_IMAGE, FEATURES
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
-                                         now_seconds, qos_profile, scheduling_parameters, spin_node,
-                                         stamp_to_seconds)
+                                         now_seconds, qos_profile, runtime_hardware_id, scheduling_parameters,
+                                         spin_node, stamp_to_seconds)
 
 PARAMETERS = inference_parameters("perception") + scheduling_parameters() + [
     ParamSpec("input", "raw", "which camera stream to subscribe: raw (camera/image_raw) or compressed "
@@ -54,13 +55,16 @@ class PerceptionNode(Node):
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
         self.max_image_pixels = int(p["max_image_pixels"])
         self.runtime.max_image_pixels = self.max_image_pixels
+        if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
+            self.get_logger().warning(self.runtime.cache_note)
         self.gate = FrameGate(p["bad_frame_window_s"])
         self.publisher = self.create_publisher(Image, FEATURES.name, qos_profile(FEATURES))
         if p["input"] == "raw":
-            self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image, qos_profile(CAMERA_IMAGE, depth=1))
+            self.create_subscription(Image, CAMERA_IMAGE.name, self.on_image,
+                                     qos_profile(CAMERA_IMAGE, depth=1, subscriber=True))
         else:
             self.create_subscription(CompressedImage, CAMERA_COMPRESSED.name, self.on_image,
-                                     qos_profile(CAMERA_COMPRESSED, depth=1))
+                                     qos_profile(CAMERA_COMPRESSED, depth=1, subscriber=True))
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
         self.scheduling = configure_scheduling(self, p)
@@ -99,7 +103,8 @@ class PerceptionNode(Node):
         values = {**self.gate.values(now), "backend": self.runtime.backend,
                   "providers": ",".join(self.runtime.providers), "scheduling": self.scheduling}
         level, message = self.gate.status(now)
-        self.diagnostics.publish(make_status("perception", level, message, values))
+        self.diagnostics.publish(make_status("perception", level, message, values,
+                                             hardware_id=runtime_hardware_id(self.runtime)))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,8 +1,11 @@
-"""ROS 2 node: stamped features -> CfC policy at a fixed rate -> cmd_vel (body FLU).
+"""ROS 2 node: stamped features -> CfC policy at a fixed rate -> cmd_vel (heading frame FLU).
 
 Subscribes `features` (sensor_msgs/Image 1xN 32FC1 from the perception node,
 sensor-data QoS depth 1); publishes `cmd_vel` (geometry_msgs/TwistStamped,
-frame_id `base_link`, reliable depth 1) on every timer tick and `/diagnostics`;
+frame_id `base_link`, reliable depth 1) on every timer tick, just after
+`policy/live` (std_msgs/Bool: true when that command came from the model on fresh
+features, false for the watchdog's / a fault's hover; the MAVLink bridge hands
+control back to the flight controller when it stays false) and `/diagnostics`;
 serves `policy/reset` (std_srvs/Trigger) to reset the hidden state.
 
 The loop logic (liquid_control.inference.loop) steps the network only on a new feature
@@ -30,6 +33,7 @@ import sys
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 try:
@@ -41,10 +45,10 @@ from liquid_control.inference.loop import OUT_OF_RANGE_ACTIONS, PolicyLoop, Poli
 from liquid_control.inference.model_source import load_runtime, runtime_options
 from liquid_control.inference.runtime import PolicyRuntime
 from liquid_control.interfaces.codec import features_from_payload
-from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_RESET
+from liquid_control.interfaces.topics import CMD_VEL, FEATURES, POLICY_LIVE, POLICY_RESET
 from liquid_control.nodes.common import (EXECUTORS, DiagnosticsPublisher, ParamSpec, qos_profile,
                                          configure_scheduling, declare_parameters_with_ranges, inference_parameters,
-                                         make_status, now_seconds, scheduling_parameters,
+                                         make_status, now_seconds, runtime_hardware_id, scheduling_parameters,
                                          spin_node, stamp_to_seconds)
 
 LOOP = PolicyLoopConfig()  # the loop's defaults = config/policy.yaml (tests/test_policy_loop.py checks)
@@ -67,8 +71,10 @@ PARAMETERS = inference_parameters("policy") + scheduling_parameters() + [
               "(saves the wait for the next tick, up to one period of latency); the timer still publishes at rate_hz; "
               "false: step only at ticks", read_only=True),
     ParamSpec("executor", "events", "rclpy executor: events (rclpy.experimental.EventsExecutor, lower timer "
-              "lateness) or single (SingleThreadedExecutor)", choices=EXECUTORS, read_only=True),
-    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (body FLU)", read_only=True),
+              "lateness; before Kilted: single, with a warning) or single (SingleThreadedExecutor)",
+              choices=EXECUTORS, read_only=True),
+    ParamSpec("command_frame_id", "base_link", "frame_id of cmd_vel (its velocities are in the heading frame FLU: "
+              "yaw-only)", read_only=True),
     ParamSpec("diagnostics_rate_hz", LOOP.diagnostics_rate_hz, "/diagnostics rate (Hz); published after a control "
               "tick, so at most rate_hz", 0.2, 20.0, read_only=True),
 ]
@@ -80,12 +86,15 @@ class PolicyNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PolicyRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
+            self.get_logger().warning(self.runtime.cache_note)
         self.loop = PolicyLoop(PolicyLoopConfig.from_mapping(p), self.runtime)
         self.frame_id = p["command_frame_id"]
         self.executor_kind = p["executor"]  # read by spin_node
         self.bad_inputs = 0
         self.last_error = ""
         self.publisher = self.create_publisher(TwistStamped, CMD_VEL.name, qos_profile(CMD_VEL))
+        self.live_publisher = self.create_publisher(Bool, POLICY_LIVE.name, qos_profile(POLICY_LIVE))
         self.create_subscription(Image, FEATURES.name, self.on_features, qos_profile(FEATURES))
         self.create_service(Trigger, POLICY_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
@@ -128,6 +137,8 @@ class PolicyNode(Node):
         msg.header.frame_id = self.frame_id
         vx, vy, vz, yaw_rate = (float(v) for v in result.command)
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z, msg.twist.angular.z = vx, vy, vz, yaw_rate
+        # Liveness first: the bridge then never counts a watchdog hover as live (TickResult.is_live).
+        self.live_publisher.publish(Bool(data=result.is_live))
         self.publisher.publish(msg)
         if result.stepped:
             self.loop.command_sent(result, now_seconds(self))
@@ -141,7 +152,8 @@ class PolicyNode(Node):
         values = {**self.loop.diagnostic_values(now_seconds(self)), "bad_inputs": self.bad_inputs,
                   "backend": self.runtime.backend, "scheduling": self.scheduling, "last_error": self.last_error}
         level, message = self.loop.status()
-        self.diagnostics.publish(make_status("policy", level, message, values))
+        self.diagnostics.publish(make_status("policy", level, message, values,
+                                             hardware_id=runtime_hardware_id(self.runtime)))
 
 
 def main(args: list[str] | None = None) -> int:

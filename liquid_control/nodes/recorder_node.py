@@ -28,16 +28,18 @@ from datetime import datetime
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError
 from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos, message_definition
+from liquid_control.nodes.compat import subscription_event_callbacks_class
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status,
                                          message_class, string_list_parameter)
 
+# Iron+: rclpy.event_handler; Humble: rclpy.qos_event (nodes/compat.py).
+EVENT_CALLBACKS, EVENT_CALLBACKS_MISSING = subscription_event_callbacks_class()
 IGNORED_WHEN_RECORDING_ALL = ("/rosout", "/parameter_events")
 # An unneeded subscription is destroyed this long (s) after the kept one has matched every
 # publisher: DDS discovery is two-sided and the publisher's half can lag (> 1 s measured here).
@@ -125,6 +127,8 @@ class RecorderNode(Node):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__("recorder", parameter_overrides=parameter_overrides or [])
         self.params = declare_parameters_with_ranges(self, PARAMS)
+        if EVENT_CALLBACKS_MISSING:
+            self.get_logger().warning(EVENT_CALLBACKS_MISSING)
         self.record_all = not (requested := string_list_parameter(self, "topics", "topics to record; empty: all"))
         self.requested = {self.resolve_topic_name(t) for t in requested}
         self.type_overrides: dict[str, str] = {}
@@ -201,10 +205,10 @@ class RecorderNode(Node):
         if entry.subscriptions and entry.recent is None:
             entry.recent = OrderedDict()  # two subscriptions at once: a sample may arrive twice
         # rclpy's default "incompatible QoS" warning is noise here: follow_publishers re-subscribes.
-        events = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
+        events = {} if EVENT_CALLBACKS is None else \
+            {"event_callbacks": EVENT_CALLBACKS(incompatible_qos=lambda event: None)}
         entry.subscriptions.append((qos, self.create_subscription(
-            entry.cls, topic, lambda data, info: self.on_message(topic, data, info), qos, raw=True,
-            event_callbacks=events)))
+            entry.cls, topic, lambda data, info: self.on_message(topic, data, info), qos, raw=True, **events)))
         entry.kept_matched_at = None
 
     def add_to_bag(self, topic: str, msgtype: str, publishers: list[Any]) -> None:

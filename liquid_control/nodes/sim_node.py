@@ -4,10 +4,15 @@ Publishes `/clock` (rosgraph_msgs/Clock, session sim time, every control step),
 `camera/image_raw` (sensor_msgs/Image rgb8, header.stamp = capture time in sim
 time) + `camera/camera_info` (true intrinsics K) at the camera rate, `odom`
 (nav_msgs/Odometry, ground truth: pose in `odom`, twist in body FLU `base_link`),
+TF (REP-105: `/tf` odom -> base_link with every odometry message, `/tf_static`
+base_link -> the camera optical frame (REP-103) from the camera mount, once, latched;
+where tf2_msgs is installed: every ROS 2 install has it, the PyPI wheels do not),
 `episode/status` (std_msgs/String JSON, reliable + transient local: events
 "start", "end" (the task's metrics, success predicate included), "finished",
 and "running" progress at `status_rate_hz`) and `/diagnostics`.
-Subscribes `cmd_vel` (geometry_msgs/TwistStamped, body FLU) into the flight controller.
+Subscribes `cmd_vel` (geometry_msgs/TwistStamped, heading frame: FLU axes turned by the yaw only,
+so x forward and y left stay level whatever the roll and pitch) into the flight controller.
+Sensor publishers are reliable (REP-2003), so RViz2's default subscriptions receive them.
 Serves `episode/reset` (std_srvs/Trigger): restart at the current `scenario` and
 `seed` parameters (set them first: `ros2 param set /sim seed 7`).
 
@@ -21,7 +26,7 @@ import json
 import sys
 import time
 
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import TransformStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -31,13 +36,18 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, EPISODE_RESET,
-                                              EPISODE_STATUS, ODOM)
+                                              EPISODE_STATUS, ODOM, TF, TF_STATIC)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
-                                         make_status, qos_profile, spin_node)
+                                         hardware_id, make_status, qos_profile, spin_node)
 from liquid_control.simulation.session import SimSession, SimSessionConfig
-from liquid_control.simulation.camera import CameraConfig, intrinsics
+from liquid_control.simulation.camera import CameraConfig, intrinsics, mount_transform
 from liquid_control.simulation.scenario import load_scenario
 from liquid_control.util.timing import RateMeter
+
+try:  # part of every ROS 2 install (geometry2), but there is no PyPI wheel of it
+    from tf2_msgs.msg import TFMessage
+except ImportError:
+    TFMessage = None
 
 PARAMETERS = [
     ParamSpec("scenario", "train_fly_to_target", "scenario name (sim/scenarios) or YAML path; used at start "
@@ -61,8 +71,12 @@ PARAMETERS = [
     ParamSpec("camera_fov_deg", 60.0, "vertical field of view (deg)", 1.0, 170.0, read_only=True),
     ParamSpec("camera_rate_hz", 30.0, "camera frame rate (Hz)", 1.0, 240.0, read_only=True),
     ParamSpec("odom_frame_id", "odom", "world frame of odometry (x forward at yaw 0, y left, z up)", read_only=True),
-    ParamSpec("base_frame_id", "base_link", "body frame (FLU); cmd_vel must use it (or be empty)", read_only=True),
+    ParamSpec("base_frame_id", "base_link", "the body frame (odometry child, TF parent of the camera); also the "
+              "frame_id cmd_vel must carry (or empty): its velocities are flown in the heading frame (FLU turned by "
+              "yaw only)", read_only=True),
     ParamSpec("camera_frame_id", "camera_optical_frame", "frame_id of images and camera info", read_only=True),
+    ParamSpec("publish_tf", True, "publish TF: odom -> base_link on /tf, base_link -> camera optical frame on "
+              "/tf_static (needs tf2_msgs)", read_only=True),
     ParamSpec("status_rate_hz", 2.0, "episode/status progress rate (Hz, sim time)", 0.1, 50.0, read_only=True),
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz, wall time)", 0.2, 20.0, read_only=True),
 ]
@@ -88,7 +102,15 @@ class SimNode(Node):
         self.info_pub = self.create_publisher(CameraInfo, CAMERA_INFO.name, qos_profile(CAMERA_INFO))
         self.odom_pub = self.create_publisher(Odometry, ODOM.name, qos_profile(ODOM))
         self.status_pub = self.create_publisher(String, EPISODE_STATUS.name, qos_profile(EPISODE_STATUS))
-        self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL))
+        self.create_subscription(TwistStamped, CMD_VEL.name, self.on_cmd_vel, qos_profile(CMD_VEL, subscriber=True))
+        self.tf_pub = None
+        if p["publish_tf"] and TFMessage is None:
+            self.get_logger().warning("publish_tf: tf2_msgs is not installed (no PyPI wheel; every ROS 2 install "
+                                      "has it): no TF published")
+        elif p["publish_tf"]:
+            self.tf_pub = self.create_publisher(TFMessage, TF.name, qos_profile(TF))
+            self.tf_static_pub = self.create_publisher(TFMessage, TF_STATIC.name, qos_profile(TF_STATIC))
+            self.tf_static_pub.publish(TFMessage(transforms=[self.camera_mount_transform(camera)]))
         self.create_service(Trigger, EPISODE_RESET.name, self.on_reset)
         self.diagnostics = DiagnosticsPublisher(self)
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # stepping must not wait for the clock it publishes
@@ -106,6 +128,16 @@ class SimNode(Node):
                           p=[k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0])
         info.header.frame_id = self.p["camera_frame_id"]
         return info
+
+    def camera_mount_transform(self, camera: CameraConfig):
+        """base_link -> camera optical frame (static; stamp 0, as static transforms are valid at all times)."""
+        translation, rotation = mount_transform(camera)
+        transform = TransformStamped()
+        transform.header.frame_id, transform.child_frame_id = self.p["base_frame_id"], self.p["camera_frame_id"]
+        t, q = transform.transform.translation, transform.transform.rotation
+        t.x, t.y, t.z = (float(v) for v in translation)
+        q.x, q.y, q.z, q.w = (float(v) for v in rotation)
+        return transform
 
     def on_cmd_vel(self, msg: TwistStamped) -> None:
         if msg.header.frame_id not in ("", self.p["base_frame_id"]):
@@ -183,6 +215,18 @@ class SimNode(Node):
         twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in state.velocity_body)
         twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in state.angular_velocity_body)
         self.odom_pub.publish(msg)
+        if self.tf_pub is not None:
+            self.tf_pub.publish(TFMessage(transforms=[self.odom_transform(msg)]))
+
+    @staticmethod
+    def odom_transform(odom: Odometry) -> TransformStamped:
+        """odom -> base_link as TF carries it (REP-105): the odometry's pose, stamp and frames."""
+        transform = TransformStamped(header=odom.header, child_frame_id=odom.child_frame_id)
+        pose = odom.pose.pose
+        t, q = transform.transform.translation, transform.transform.rotation
+        t.x, t.y, t.z = pose.position.x, pose.position.y, pose.position.z
+        q.x, q.y, q.z, q.w = pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w
+        return transform
 
     def publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -196,7 +240,7 @@ class SimNode(Node):
         level, message = 0, f"{session.phase}, episode {session.episode_index}"
         if wanted > 0 and step_rate > 0 and step_rate < 0.8 * wanted * self.p["control_hz"]:
             level, message = 1, f"running slower than real_time_factor {wanted} ({message})"
-        self.diagnostics.publish(make_status("sim", level, message, values))
+        self.diagnostics.publish(make_status("sim", level, message, values, hardware_id=hardware_id("pybullet")))
 
     def close(self) -> None:
         self.session.close()

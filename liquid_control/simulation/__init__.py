@@ -1,7 +1,7 @@
 """Simulated world (no ROS): PyBullet quadrotor, flight controller, camera, scenes.
 
 The facade is `DroneWorld`; see drone_world.py. Frames: world x forward (yaw 0), y left,
-z up (m); body FLU; commands [vx, vy, vz, yaw_rate] in m/s and rad/s.
+z up (m); body FLU; commands [vx, vy, vz, yaw_rate] in the heading frame FLU (yaw only), m/s and rad/s.
 """
 from liquid_control.simulation.airframe import Airframe, ControllerGains, load_airframe
 from liquid_control.simulation.camera import CameraConfig, RayCastRenderer, intrinsics, project

@@ -82,6 +82,36 @@ def body_from_camera(cfg: CameraConfig) -> np.ndarray:
 FLU_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
+def quaternion_from_rotation(rotation) -> np.ndarray:
+    """Unit quaternion (x, y, z, w), w >= 0, of a 3x3 rotation matrix (Shepperd's method: the largest
+    of w, x, y, z is computed first, so the result stays accurate near 180-degree turns)."""
+    m = np.asarray(rotation, dtype=float).reshape(3, 3)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0.0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * math.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.zeros(4)
+        q[i] = 0.25 * s
+        q[j] = (m[j, i] + m[i, j]) / s
+        q[k] = (m[k, i] + m[i, k]) / s
+        q[3] = (m[k, j] - m[j, k]) / s
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0.0 else q
+
+
+def mount_transform(cfg: CameraConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The camera's optical frame in the body frame, as TF's base_link -> camera optical frame transform:
+    (translation = the lens position, body FLU, m; rotation quaternion x, y, z, w taking optical vectors
+    (REP-103: x right, y down, z forward) to body FLU). With pitch 0 the rotation is the standard optical
+    one, (-0.5, 0.5, -0.5, 0.5)."""
+    rotation = quaternion_from_rotation(body_from_camera(cfg) @ FLU_FROM_OPTICAL)
+    return np.asarray(cfg.mount_offset_m, dtype=float), rotation
+
+
 def camera_pose(cfg: CameraConfig, position, rotation) -> tuple[np.ndarray, np.ndarray]:
     """World position of the lens and world_from_optical rotation for a body pose (position, world_from_body)."""
     rotation = np.asarray(rotation, dtype=float).reshape(3, 3)

@@ -1,4 +1,4 @@
-"""Cascaded quadrotor flight controller tracking body-frame velocity + yaw-rate setpoints.
+"""Cascaded quadrotor flight controller tracking heading-frame velocity + yaw-rate setpoints.
 
 Behaves like PX4 in offboard velocity mode (MAV_FRAME_BODY_NED, here in FLU):
 the command [vx, vy, vz, yaw_rate] is in the *heading* frame (body frame with

@@ -4,7 +4,7 @@ Used by tasks, the expert, the gymnasium env, the ROS sim node and data collecti
 
     world = DroneWorld(airframe="cf2x", camera=CameraConfig(), control_hz=30.0)
     state = world.reset(SceneConfig(), start_position=(0, 0, 1), start_yaw=0.0, seed=0)
-    state = world.step([vx, vy, vz, yaw_rate])   # body FLU, m/s and rad/s
+    state = world.step([vx, vy, vz, yaw_rate])   # heading frame FLU, m/s and rad/s
     frame = world.render()                        # Frame or None (dropped / not yet arrived)
 
 Each `step` runs physics_hz / control_hz physics steps, the flight controller
@@ -121,7 +121,7 @@ class DroneWorld:
 
     # ------------------------------------------------------------------ stepping
     def step(self, command_flu) -> DroneState:
-        """Fly one control period with command [vx, vy, vz, yaw_rate] (body FLU heading frame, m/s, rad/s).
+        """Fly one control period with command [vx, vy, vz, yaw_rate] (heading frame FLU, m/s, rad/s).
 
         Non-finite or wrongly shaped commands raise ValueError; after a crash the motors stay off.
         """

@@ -13,7 +13,7 @@ Observation (Dict):
   capture_time_s  float32 (1,): sim time that image was captured (-1 before the first frame);
   time_s          float32 (1,): sim time now. The policy's CfC timespan is the difference of
                   consecutive capture times, so drops and latency change the timespan, not the step.
-Action: float32 [vx, vy, vz, yaw_rate] body FLU (m/s, rad/s), bounded by the flight controller's
+Action: float32 [vx, vy, vz, yaw_rate] heading frame FLU (m/s, rad/s), bounded by the flight controller's
 limits. Non-finite actions are flown as hover (fail safe) and counted in info["command_faults"].
 Reward: progress towards the task's stand-off distance (m gained per step), +1 per loop target
 reached, +10 on success, -10 on a crash or leaving the arena.

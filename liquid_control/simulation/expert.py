@@ -1,6 +1,6 @@
 """Privileged expert: flies every task from ground truth, outputs the policy's command type.
 
-Command: body-frame FLU ``[vx, vy, vz, yaw_rate]`` (m/s, m/s, m/s, rad/s, CCW
+Command: heading-frame FLU ``[vx, vy, vz, yaw_rate]`` (m/s, m/s, m/s, rad/s, CCW
 positive), the same as the learned policy and ``cmd_vel``.
 
 The law is written so that a camera-only policy can imitate it:
@@ -72,7 +72,7 @@ class Expert:
 
     def act(self, state: StateLike, target_position: np.ndarray,
             target_velocity: np.ndarray | None = None) -> np.ndarray:
-        """Command [vx, vy, vz, yaw_rate] (body FLU) towards `target_position` (world, m)."""
+        """Command [vx, vy, vz, yaw_rate] (heading frame FLU) towards `target_position` (world, m)."""
         c = self.config
         position = np.asarray(state.position, dtype=float)
         target = np.asarray(target_position, dtype=float)

@@ -104,7 +104,7 @@ class SimSession:
 
     # ---------------------------------------------------------------- control
     def set_command(self, command: Any) -> None:
-        """New [vx, vy, vz, yaw_rate] (body FLU, m/s, rad/s), valid from now for command_timeout_s."""
+        """New [vx, vy, vz, yaw_rate] (heading frame FLU, m/s, rad/s), valid from now for command_timeout_s."""
         c = np.asarray(command, dtype=float).reshape(-1)
         if c.shape != (4,) or not np.isfinite(c).all():
             raise ValueError(f"command must be 4 finite numbers [vx, vy, vz, yaw_rate], got {command!r}")
