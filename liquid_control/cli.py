@@ -3,6 +3,10 @@
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `run(args) -> int`; modules are imported only when their subcommand runs, so
 `liquid-control info` does not pay for importing PyBullet or rclpy.
+
+Bad input (a project error, ValueError or OSError raised by a subcommand) is turned into one line,
+``error: <message>`` on stderr, and exit status 2 here, in one place; anything else is a bug and
+keeps its traceback.
 """
 from __future__ import annotations
 
@@ -54,9 +58,42 @@ def main(argv: list[str] | None = None) -> int:
         sp = argparse.ArgumentParser(prog=f"liquid-control {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
         module.add_arguments(sp)
         args = sp.parse_args(argv[1:])
-        return int(module.run(args) or 0)
+        try:
+            return int(module.run(args) or 0)
+        except Exception as error:
+            if not is_input_error(error):
+                raise  # a bug: keep the traceback
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            return 2
     parser.parse_args(argv)  # prints usage / error for unknown or missing commands
     return 2
+
+
+# Project errors that are not ValueErrors, by module: looked up only in modules already imported
+# (an error of a class never imported cannot have been raised), so `info` still imports no torch.
+# Their torch-free homes (models.model_file and inference.export re-export the same classes), so an
+# error raised on the deploy path, which never imports those two, is recognised too.
+_OTHER_INPUT_ERRORS = (("liquid_control.models.errors", "ModelFileError"),
+                       ("liquid_control.inference.onnx_file", "ExportError"))
+
+
+def is_input_error(error: BaseException) -> bool:
+    """Bad input rather than a bug: the project's errors (ModelFileError, ExportError, and the ValueErrors
+    BagError, ScenarioError, ConfigError, DatasetError...), ValueError, and OSError (unreadable or
+    unwritable paths)."""
+    if isinstance(error, (ValueError, OSError)):
+        return True
+    for module_name, class_name in _OTHER_INPUT_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
+
+
+def one_line(error: BaseException, limit: int = 1000) -> str:
+    """The error's message on one line, at most `limit` characters (it may quote a huge input)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

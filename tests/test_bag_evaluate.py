@@ -148,8 +148,8 @@ def test_cli_writes_report_and_plot(tmp_path, model_file, capsys):
 def test_bad_inputs(tmp_path, model_file, capsys):
     msg, _ = bf.image_msg(START_NS, bf.random_rgb(8, 8), "rgb8")
     no_commands = bf.write_rosbags_bag(tmp_path / "images_only", [bf.Entry("/image", bf.IMAGE, START_NS, msg)])
-    assert cli.main(["evaluate-bag", str(no_commands), "--model", str(model_file), "--backend", "torch"]) == 1
-    assert "no command topic" in capsys.readouterr().out
+    assert cli.main(["evaluate-bag", str(no_commands), "--model", str(model_file), "--backend", "torch"]) == 2
+    assert "no command topic" in capsys.readouterr().err
     perception = PerceptionRuntime(model_file, backend="torch")
     policy = PolicyRuntime(model_file, backend="torch")
     far = bf.write_rosbags_bag(tmp_path / "far", [
@@ -165,5 +165,5 @@ def test_bad_inputs(tmp_path, model_file, capsys):
         EvaluationConfig(max_match_gap_s=0.0)
     capsys.readouterr()
     # No --model: the shipped model loads (as in `demo`) and the evaluation gets as far as the bag allows.
-    assert cli.main(["evaluate-bag", str(far), "--backend", "torch"]) == 1
-    assert "no recorded command" in capsys.readouterr().out
+    assert cli.main(["evaluate-bag", str(far), "--backend", "torch"]) == 2
+    assert "no recorded command" in capsys.readouterr().err

@@ -217,7 +217,7 @@ def test_repair_bag_in_place(tmp_path):
     from liquid_control import cli
 
     assert cli.main(["record", "--repair", str(cli_copy)]) == 0 and mcap_has_footer(cli_copy / "bag_0.mcap")
-    assert cli.main(["record", "--repair", str(tmp_path / "absent")]) == 1
+    assert cli.main(["record", "--repair", str(tmp_path / "absent")]) == 2
     result = repair_bag(killed)
     assert not result.complete and result.messages == 6
     assert (killed / "bag_0.mcap.truncated").exists() and mcap_has_footer(killed / "bag_0.mcap")

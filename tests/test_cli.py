@@ -69,12 +69,12 @@ def test_export_of_a_policy_only_file_skips_perception(tiny, capsys):
 def test_info_and_export_report_unusable_files(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    assert cli.main(["info", str(bad)]) == 1
-    assert "error: model file" in capsys.readouterr().out
-    assert cli.main(["info", str(tmp_path / "missing.onnx")]) == 1
-    assert "no such ONNX file" in capsys.readouterr().out
-    assert cli.main(["export", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert "error: model file" in capsys.readouterr().out
+    assert cli.main(["info", str(bad)]) == 2
+    assert "error: model file" in capsys.readouterr().err
+    assert cli.main(["info", str(tmp_path / "missing.onnx")]) == 2
+    assert "no such ONNX file" in capsys.readouterr().err
+    assert cli.main(["export", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "error: model file" in capsys.readouterr().err
 
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from liquid_control.models import (FeatureExtractor, ModelFileError, PerceptionConfig, PolicyConfig, PolicyModel,
                                    load_model, policy_for_budget, save_model)
-from liquid_control.models.model_file import FORMAT
+from liquid_control.models.model_file import DIGEST_KEY, FORMAT, content_digest
 
 
 def trained_like_policy(config=None, seed=0):
@@ -26,7 +26,11 @@ def small_perception():
 
 
 def rewrite(src, dst, header_update=None, drop=None, tensor_update=None):
-    """Copy a model file, changing header entries / tensors, to make bad files."""
+    """Copy a model file, changing header entries / tensors, to make bad files.
+
+    The copy gets a matching content_sha256 (as a tool writing a consistent but wrong file would), so
+    the structural checks are what is tested; test_bad_input.py covers the checksum itself.
+    """
     with safe_open(str(src), framework="pt") as handle:
         header = dict(handle.metadata())
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -35,6 +39,8 @@ def rewrite(src, dst, header_update=None, drop=None, tensor_update=None):
     if drop:
         del tensors[drop]
     tensors.update(tensor_update or {})
+    if DIGEST_KEY not in (header_update or {}):
+        header[DIGEST_KEY] = json.dumps(content_digest(tensors, header))
     save_file(tensors, str(dst), metadata=header)
     return dst
 

@@ -264,8 +264,13 @@ class BagReader:
                            f"topics: {self._topic_list()}")
         for raw in self.messages([self.command_topic]):
             msg = self.deserialize(raw)
-            twist = msg.twist if raw.msgtype == TWIST_STAMPED_TYPE else msg
-            command = np.array([twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z], dtype=np.float64)
+            try:  # a bag's own (maybe corrupt) definition can lack the fields the standard type has
+                twist = msg.twist if raw.msgtype == TWIST_STAMPED_TYPE else msg
+                command = np.array([twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z],
+                                   dtype=np.float64)
+            except (AttributeError, TypeError, ValueError) as err:
+                raise BagError(f"command on {self.command_topic!r} at log time {raw.log_time_ns} in bag "
+                               f"{self.path} does not have the {raw.msgtype} fields: {err}") from None
             yield CommandSample(_stamp_ns(msg, raw.log_time_ns), command)
 
     # -- lifetime --------------------------------------------------------------

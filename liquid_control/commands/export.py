@@ -21,21 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.inference.export import ExportError, export_caches, export_model_file
-    from liquid_control.models.model_file import ModelFileError
+    from liquid_control.inference.export import export_caches, export_model_file
 
-    try:
-        if args.out is None:
-            # Only a verified export may become the cache: the tolerance is checked before writing.
-            made = export_caches(args.model, tolerance=args.tolerance)
-            rows = [(item.role, item.path, item.max_diff, item.write_error) for item in made]
-        else:
-            report = export_model_file(args.model, Path(args.out), tolerance=None)
-            rows = [("policy", report.policy_path, report.policy_max_diff, ""),
-                    ("perception", report.perception_path, report.perception_max_diff, "")]
-    except (ExportError, ModelFileError) as error:
-        print(f"error: {error}")
-        return 1
+    # Errors (ExportError, ModelFileError) reach cli.main: one line on stderr, exit status 2.
+    if args.out is None:
+        # Only a verified export may become the cache: the tolerance is checked before writing.
+        made = export_caches(args.model, tolerance=args.tolerance)
+        rows = [(item.role, item.path, item.max_diff, item.write_error) for item in made]
+    else:
+        report = export_model_file(args.model, Path(args.out), tolerance=None)
+        rows = [("policy", report.policy_path, report.policy_max_diff, ""),
+                ("perception", report.perception_path, report.perception_max_diff, "")]
     failed = False
     for role, path, diff, write_error in rows:
         if write_error:

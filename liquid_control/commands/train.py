@@ -21,8 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.learning.dataset import DatasetError
-    from liquid_control.config import ConfigError
     from liquid_control.learning.recipe import load_config
     from liquid_control.learning.train import train
 
@@ -37,12 +35,9 @@ def run(args: argparse.Namespace) -> int:
         except yaml.YAMLError as err:
             print(f"error: --set {key}: the value is not valid YAML ({err})", file=sys.stderr)
             return 2
-    try:
-        config = load_config(args.config, overrides)
-        result = train(config, progress=not args.no_progress)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # ConfigError / DatasetError (ValueErrors) reach cli.main: one line on stderr, exit status 2.
+    config = load_config(args.config, overrides)
+    result = train(config, progress=not args.no_progress)
     print(f"trained {config.name}: best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch} "
           f"of {result.epochs_run}; {result.wall_s / 60:.1f} min; model {result.model_path}; "
           f"log {Path(config.output.run_dir) / 'train_log.csv'}")

@@ -44,6 +44,8 @@ class EvaluationConfig:
     sign_deadband: recorded values with |value| <= this (m/s or rad/s) carry no sign and are
     left out of the sign agreement.
     loop: the policy loop's settings (default: config/policy.yaml's, as deployed).
+    strict: refuse (BagError) a truncated bag, which BagReader would otherwise read through a
+        repaired copy holding only the messages up to the truncation.
     """
 
     image_topic: str | None = None
@@ -51,6 +53,7 @@ class EvaluationConfig:
     max_match_gap_s: float = 0.1
     sign_deadband: float = 0.05
     loop: PolicyLoopConfig = field(default_factory=PolicyLoopConfig)
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not (self.max_match_gap_s > 0 and math.isfinite(self.max_match_gap_s)):
@@ -75,6 +78,11 @@ class Evaluation:
     processing_s: float
     counters: dict[str, int] = field(default_factory=dict)  # the loop's and the frame gate's
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A truncated bag (writer killed) is read through a repaired copy: only the messages before the
+    # cut. The report says so, so a partial evaluation is never mistaken for the whole recording.
+    repaired: bool = False
+    repaired_message_count: Optional[int] = None
+    bag_time_range_ns: tuple[int, int] = (0, 0)  # log time of the first message, just after the last
 
     @property
     def matched(self) -> np.ndarray:
@@ -89,6 +97,12 @@ class Evaluation:
             "image_topic": self.image_topic,
             "command_topic": self.command_topic,
             "frames": frames,
+            "repaired": self.repaired,
+            "repaired_messages_kept": self.repaired_message_count,
+            "time_range": {"first_image_stamp_ns": int(self.image_stamps_ns[0]) if frames else None,
+                           "last_image_stamp_ns": int(self.image_stamps_ns[-1]) if frames else None,
+                           "bag_start_ns": int(self.bag_time_range_ns[0]),
+                           "bag_end_ns": int(self.bag_time_range_ns[1])},
             "matched_frames": int(self.matched.sum()),
             "duration_s": float((self.image_stamps_ns[-1] - self.image_stamps_ns[0]) / 1e9) if frames else 0.0,
             "frame_period_s": self.frame_period_s,
@@ -207,6 +221,11 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     policy.reset()
     pipeline = DeployedPipeline(perception, PolicyLoop(config.loop, policy))
     with BagReader(bag, image_topic=config.image_topic, command_topic=config.command_topic) as reader:
+        if reader.repaired and config.strict:
+            raise BagError(f"bag {bag} is truncated (its writer stopped before finishing the file); only "
+                           f"{reader.repaired_message_count} messages could be recovered, and strict mode "
+                           "refuses a partial bag (run `liquid-control record --repair` on it to keep "
+                           "what is there, or evaluate without --strict)")
         image_topic = reader.require_image_topic()
         samples = list(reader.commands())  # BagError if the bag has no command topic
         stamps: list[int] = []
@@ -220,6 +239,8 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
         decisions = replay_images(pipeline, images())
         processing_s = time.perf_counter() - started
         command_topic = reader.command_topic
+        repaired, repaired_count = reader.repaired, reader.repaired_message_count
+        time_range = (reader.start_ns, reader.end_ns)
     if not stamps:
         raise BagError(f"bag {bag}: the image topic {image_topic!r} holds no messages")
     image_stamps = np.array(stamps, np.int64)
@@ -229,7 +250,8 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
                           for d, stamp in zip(decisions, stamps)])
     evaluation = Evaluation(str(bag), image_topic, str(command_topic), float(policy.frame_period_s), image_stamps,
                             timespans, np.array([d.command for d in decisions]), [d.state for d in decisions],
-                            recorded, processing_s, {**pipeline.loop.counters, **pipeline.gate.counts})
+                            recorded, processing_s, {**pipeline.loop.counters, **pipeline.gate.counts},
+                            repaired=repaired, repaired_message_count=repaired_count, bag_time_range_ns=time_range)
     matched = evaluation.matched
     if not matched.any():
         raise BagError(f"bag {bag}: no recorded command on {command_topic!r} lies within "

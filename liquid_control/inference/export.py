@@ -269,8 +269,11 @@ def _save(model: "onnx.ModelProto", path: PathLike) -> Path:  # noqa: F821
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(model, str(path))
+    except OSError as error:  # e.g. --out under /proc or a read-only disk
+        raise ExportError(f"{path}: cannot write the ONNX file ({error.strerror or error})") from None
     return path
 
 
@@ -393,6 +396,10 @@ def export_bundle(policy: Optional[nn.Module], perception: Optional[nn.Module], 
     """Export and verify whichever of policy/perception is given into `out_dir`
     (``policy.onnx``, ``perception.onnx``)."""
     out_dir = Path(out_dir)
+    try:  # before exporting (seconds of work): an unwritable --out fails at once
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"{out_dir}: cannot write the ONNX files there ({error.strerror or error})") from None
     policy_path = perception_path = None
     policy_diff = perception_diff = None
     if policy is not None:

@@ -33,7 +33,7 @@ def check_metadata(metadata: Mapping[str, str], source: str = "ONNX model") -> d
     if metadata.get("format") != "liquid_control":
         raise ExportError(f"{source}: ONNX file was not exported by liquid_control (no 'format' metadata)")
     if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise ExportError(f"{source}: ONNX format version {metadata.get('format_version')!r} is not supported "
+        raise ExportError(f"{source}: ONNX format version {str(metadata.get('format_version'))[:40]!r} is not supported "
                           f"(this code reads version {FORMAT_VERSION}); re-export the model")
     return metadata
 

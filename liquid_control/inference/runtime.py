@@ -32,7 +32,6 @@ velocity / hover); nothing here ever returns a command it did not compute.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -44,6 +43,8 @@ import numpy as np
 
 from liquid_control.inference import onnx_file
 from liquid_control.inference.onnx_file import ExportError
+from liquid_control.interfaces.codec import MAX_IMAGE_PIXELS
+from liquid_control.util.safe_input import clip, loads_json, short_repr
 
 if TYPE_CHECKING:  # torch is imported only on the paths that need it (torch backend, exports)
     from torch import nn
@@ -52,6 +53,7 @@ Backend = Literal["auto", "onnxruntime", "torch"]
 BACKENDS = ("auto", "onnxruntime", "torch")
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 Source = Union[str, Path, "nn.Module"]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _is_file_source(source: Any) -> bool:
@@ -133,7 +135,7 @@ def _resolve_backend(source: Source, backend: Backend) -> str:
     return "onnxruntime"
 
 
-def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions) -> Any:
+def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions, source: str) -> Any:
     import onnxruntime as ort
 
     providers = select_providers(options.providers, options.fp16)
@@ -147,19 +149,19 @@ def _session(model_bytes_or_path: Union[bytes, str], options: RuntimeOptions) ->
         return ort.InferenceSession(model_bytes_or_path, session_options,
                                     providers=[name for name, _ in providers],
                                     provider_options=[opts for _, opts in providers])
-    except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-        source = model_bytes_or_path if isinstance(model_bytes_or_path, str) else "ONNX model"
-        raise ExportError(f"{source}: not a readable ONNX file ({error})") from error
+    except Exception as error:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph ... : a bad file or graph
+        raise ExportError(f"{source}: not a readable ONNX file (onnxruntime cannot load this graph: "
+                          f"{clip(str(error), 300)})") from None
 
 
 def _open_onnx(data: Union[bytes, str, Path], role: str, options: RuntimeOptions, source: str) -> tuple[Any, dict]:
     """(onnxruntime session, checked metadata) of an ONNX file or serialized model holding a `role` model."""
     if isinstance(data, (str, Path)) and not Path(data).is_file():
         raise ExportError(f"{data}: no such ONNX file")
-    session = _session(str(data) if isinstance(data, Path) else data, options)
+    session = _session(str(data) if isinstance(data, Path) else data, options, source)
     metadata = onnx_file.check_metadata(session.get_modelmeta().custom_metadata_map, source)
     if metadata.get("role") != role:
-        raise ExportError(f"{source}: this ONNX file holds a {metadata.get('role')!r} model, not a {role!r} model")
+        raise ExportError(f"{source}: this ONNX file holds a {short_repr(metadata.get('role'))} model, not a {role!r} model")
     return session, metadata
 
 
@@ -258,7 +260,27 @@ def _session_for_module(module: Any, role: str, options: RuntimeOptions) -> Any:
     from liquid_control.inference import export as onnx_export
 
     model = onnx_export.policy_onnx(module) if role == "policy" else onnx_export.perception_onnx(module)
-    return _session(model.SerializeToString(), options)
+    return _session(model.SerializeToString(), options, type(module).__name__)
+
+
+def _metadata_size(metadata: dict[str, str], key: str) -> int:
+    """A positive size from ONNX metadata (text), bounded like a model file's configs."""
+    from liquid_control.models.limits import MAX_WIDTH
+
+    text = metadata[key]
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2 * MAX_WIDTH:  # an LSTM state is 2 x hidden size
+        raise ValueError(f"{key} {short_repr(text)} is not an integer in [1, {2 * MAX_WIDTH}]")
+    return int(text)
+
+
+def _metadata_frame_period(metadata: dict[str, str]) -> float:
+    from liquid_control.models.limits import FRAME_PERIOD_RANGE_S
+
+    value = float(metadata["frame_period_s"])
+    low, high = FRAME_PERIOD_RANGE_S
+    if not low <= value <= high:  # also refuses NaN
+        raise ValueError(f"frame_period_s {short_repr(metadata['frame_period_s'])} is not in [{low:g}, {high:g}] s")
+    return value
 
 
 class PolicyRuntime:
@@ -292,16 +314,16 @@ class PolicyRuntime:
         else:
             metadata = loaded.metadata
             try:
-                self.feature_size = int(metadata["feature_size"])
-                self.state_size = int(metadata["state_size"])
-                self.frame_period_s = float(metadata["frame_period_s"])
-                initial = np.asarray(json.loads(metadata["initial_state"]), dtype=np.float32)
-            except (KeyError, ValueError) as error:
+                self.feature_size = _metadata_size(metadata, "feature_size")
+                self.state_size = _metadata_size(metadata, "state_size")
+                self.frame_period_s = _metadata_frame_period(metadata)
+                initial = np.asarray(loads_json(metadata["initial_state"]), dtype=np.float32)
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
                 raise ExportError(f"{self.source}: policy metadata is incomplete or invalid "
-                                  f"({error!r}); re-export the model") from error
-            if initial.shape != (self.state_size,):
-                raise ExportError(f"{self.source}: initial_state metadata has {initial.size} values, "
-                                  f"expected state_size={self.state_size}")
+                                  f"({clip(repr(error))}); re-export the model") from None
+            if initial.shape != (self.state_size,) or not np.isfinite(initial).all():
+                raise ExportError(f"{self.source}: initial_state metadata must be {self.state_size} "
+                                  f"finite numbers (state_size), got shape {initial.shape}")
         self._initial_state = initial.astype(np.float32)
         # Pre-allocated buffers: the only memory a step touches. Outputs share one array laid
         # out [state A | command | state B], so "command and the state just written are finite"
@@ -367,9 +389,11 @@ class PolicyRuntime:
             raise ValueError(f"policy: features contain NaN/inf or absurdly large values (indices {bad or 'all'})")
         try:
             value = float(timespan)
+        except OverflowError:  # an int beyond float range (10**400): not finite either
+            value = math.inf
         except (TypeError, ValueError):
-            raise ValueError(f"policy: timespan must be a number, got {timespan!r}") from None
-        if not math.isfinite(value) or value < 0.0:
+            raise ValueError(f"policy: timespan must be a number, got {short_repr(timespan)}") from None
+        if not 0.0 <= value <= _FLOAT32_MAX:  # also NaN; beyond float32 the graph would see inf
             raise ValueError(f"policy: timespan must be finite and >= 0 (nominal frame periods), got {value}")
         self._timespan[0, 0] = value
 
@@ -387,7 +411,10 @@ class PolicyRuntime:
             self._command[:] = command.numpy()
             self._states[1 - current][:] = new_state.numpy()
         else:
-            self._session.run_with_iobinding(self._bindings[current])
+            try:
+                self._session.run_with_iobinding(self._bindings[current])
+            except Exception as error:  # a graph that loads but fails at run time: bad input, state unchanged
+                raise ValueError(f"policy: onnxruntime failed: {clip(str(error))}") from None
         written = self._written[current]
         if not math.isfinite(np.dot(written, written)):
             raise ValueError("policy: the model produced a non-finite command or state; state left unchanged")
@@ -398,16 +425,21 @@ class PolicyRuntime:
 class PerceptionRuntime:
     """Runs the perception model: ``features(image uint8 (H, W[, C]), encoding) -> (N,)``.
 
-    Images of any size are resized/converted by models.perception.preprocess
-    (OpenCV) to the model's input; encodings are those of sensor_msgs/Image
+    Images of up to `max_image_pixels` (H * W; default 4096 x 4096) are resized/converted by
+    models.perception.preprocess (OpenCV) to the model's input; a larger one is a ValueError, so a
+    corrupt or hostile frame cannot stall the caller. Encodings are those of sensor_msgs/Image
     (rgb8, bgr8, mono8, ...).
     """
 
-    def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, **option_overrides: Any) -> None:
+    def __init__(self, source: Source, options: Optional[RuntimeOptions] = None, *,
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, **option_overrides: Any) -> None:
         from liquid_control.models.perception_input import PerceptionConfig
 
         if options is not None and option_overrides:
             raise ValueError("runtime: pass either options= or keyword options, not both")
+        if not isinstance(max_image_pixels, int) or isinstance(max_image_pixels, bool) or max_image_pixels < 1:
+            raise ValueError(f"runtime: max_image_pixels must be a positive integer, got {max_image_pixels!r}")
+        self.max_image_pixels = max_image_pixels
         self.options = options or RuntimeOptions(**option_overrides)
         self.backend = _resolve_backend(source, self.options.backend)
         loaded = _load(source, "perception", self.backend, self.options)
@@ -418,10 +450,10 @@ class PerceptionRuntime:
             self.config = model.config
         else:
             try:
-                self.config = PerceptionConfig.from_dict(json.loads(loaded.metadata["perception_config"]))
-            except (KeyError, TypeError, ValueError) as error:
+                self.config = PerceptionConfig.from_dict(loads_json(loaded.metadata["perception_config"]))
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
                 raise ExportError(f"{self.source}: perception metadata is incomplete or invalid "
-                                  f"({error!r}); re-export the model") from error
+                                  f"({clip(repr(error))}); re-export the model") from None
         self.feature_size = int(self.config.feature_size)
         height, width = int(self.config.height), int(self.config.width)
         self._image = np.zeros((1, 3, height, width), np.float32)
@@ -448,12 +480,15 @@ class PerceptionRuntime:
         """Features (N,) of one camera image. Raises ValueError for unusable images or non-finite output."""
         from liquid_control.models.perception_input import preprocess
 
-        self._image[0] = preprocess(image, encoding, self.config)
+        self._image[0] = preprocess(image, encoding, self.config, self.max_image_pixels)
         if self._model is not None:
             with self._torch.inference_mode():
                 np.copyto(self._features, self._model(self._image_t).numpy())
         else:
-            self._session.run_with_iobinding(self._binding)
+            try:
+                self._session.run_with_iobinding(self._binding)
+            except Exception as error:
+                raise ValueError(f"perception: onnxruntime failed: {clip(str(error))}") from None
         if not np.isfinite(self._features).all():
             raise ValueError("perception: the model produced non-finite features")
         return self._features[0].copy()

@@ -11,11 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from liquid_control.config import ConfigError, config_from_dict
 from liquid_control.learning.augment import AugmentConfig
 from liquid_control.simulation.expert import ExpertConfig
+from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 # Command scale (m/s, m/s, m/s, rad/s): the expert's limits, so a scaled command is within [-1, 1].
 DEFAULT_COMMAND_SCALE = tuple(float(v) for v in ExpertConfig().limits())
@@ -106,15 +105,20 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path}: not valid YAML ({exc})") from exc
+    try:  # bounded: size, UTF-8, nesting depth and alias expansion (util.safe_input)
+        data = load_yaml_file(path) or {}
+    except InputError as exc:
+        raise ConfigError(f"training config {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"training config {path}: the top level must be a mapping of sections, "
+                          f"got {short_repr(data)}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"training config {path}: --set {dotted}: {key} is not a section")
         node[leaf] = value
     config = config_from_dict(TrainConfig, data, str(path))
     _check(config, str(path))

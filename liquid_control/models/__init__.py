@@ -2,7 +2,7 @@
 policies with one interface for every kind, perception, and the model file format.
 
 Names are imported on first use (PEP 562): the torch-free modules (`perception_input`, `errors`,
-`wiring`) can be imported without loading torch, which the deploy nodes on the onnxruntime path
+`limits`, `wiring`) can be imported without loading torch, which the deploy nodes on the onnxruntime path
 never do (docs/BENCHMARKS.md "Node start-up").
 """
 from __future__ import annotations

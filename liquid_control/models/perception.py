@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 # Re-exported: the torch-free input side lives in perception_input (the deploy nodes import only that).
-from .perception_input import ENCODINGS, PerceptionConfig, count_macs, preprocess
+from .perception_input import (ENCODINGS, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_FEATURES, MAX_INPUT_SIDE,
+                               MAX_KEYPOINTS, PerceptionConfig, count_macs, preprocess)
 
-__all__ = ["ENCODINGS", "FeatureExtractor", "PerceptionConfig", "count_macs", "preprocess"]
+__all__ = ["ENCODINGS", "FeatureExtractor", "MAX_CHANNELS", "MAX_CONV_LAYERS", "MAX_FEATURES", "MAX_INPUT_SIDE",
+           "MAX_KEYPOINTS", "PerceptionConfig", "count_macs", "preprocess"]
 
 
 class FeatureExtractor(nn.Module):

@@ -13,8 +13,16 @@ import cv2
 import numpy as np
 
 from liquid_control.config import ConfigBase
+from liquid_control.interfaces.codec import MAX_IMAGE_PIXELS
 
 ENCODINGS = ("rgb8", "bgr8", "mono8")
+# Sanity bounds on a config read from a file: far above anything useful for a <= 300K-parameter net
+# (DESIGN.md budget), far below what would make building the network allocate gigabytes.
+MAX_INPUT_SIDE = 2048
+MAX_CHANNELS = 1024
+MAX_CONV_LAYERS = 10
+MAX_KEYPOINTS = 1024
+MAX_FEATURES = 4096
 
 
 @dataclass
@@ -45,6 +53,12 @@ class PerceptionConfig(ConfigBase):
             problems.append("conv_channels must be a non-empty list of positive integers")
         if self.keypoints < 1 or self.feature_size < 1:
             problems.append("keypoints and feature_size must be positive")
+        if len(self.conv_channels) > MAX_CONV_LAYERS or any(c > MAX_CHANNELS for c in self.conv_channels):
+            problems.append(f"conv_channels: at most {MAX_CONV_LAYERS} layers of at most {MAX_CHANNELS} channels")
+        if self.keypoints > MAX_KEYPOINTS or self.feature_size > MAX_FEATURES:
+            problems.append(f"keypoints must be <= {MAX_KEYPOINTS} and feature_size <= {MAX_FEATURES}")
+        if self.height > MAX_INPUT_SIDE or self.width > MAX_INPUT_SIDE:
+            problems.append(f"image {self.height}x{self.width}: at most {MAX_INPUT_SIDE} pixels per side")
         reduction = 2 ** len(self.conv_channels)
         if self.height < reduction or self.width < reduction:
             problems.append(f"image {self.height}x{self.width} is too small for {len(self.conv_channels)} "
@@ -72,16 +86,20 @@ def count_macs(config: PerceptionConfig) -> int:
     return macs
 
 
-def preprocess(image: np.ndarray, encoding: str, config: PerceptionConfig | None = None) -> np.ndarray:
+def preprocess(image: np.ndarray, encoding: str, config: PerceptionConfig | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Camera frame -> float32 (3, H, W) RGB in [0, 1] at the config's size.
 
     Args:
         image: uint8 array (H, W, 3) for rgb8/bgr8, (H, W) or (H, W, 1) for mono8, any size;
             float32/float64 arrays with values in [0, 1] are accepted too.
         encoding: "rgb8", "bgr8" or "mono8" (sensor_msgs/Image encodings).
+        max_pixels: largest H * W accepted (default interfaces.codec.MAX_IMAGE_PIXELS, 4096 x 4096):
+            converting and resizing is linear in the pixels, so a huge frame would stall the caller
+            (a 10000x20000 frame took 16.5 s here).
     Raises:
-        ValueError naming the problem: unknown encoding, wrong dtype or shape, empty image,
-        NaN/inf or out-of-range float values.
+        ValueError naming the problem: unknown encoding, wrong dtype or shape, empty or too large
+        image, NaN/inf or out-of-range float values.
     """
     config = PerceptionConfig() if config is None else config
     if encoding not in ENCODINGS:
@@ -99,6 +117,9 @@ def preprocess(image: np.ndarray, encoding: str, config: PerceptionConfig | None
         raise ValueError(f"preprocess: {encoding} image must be (H, W, 3), got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"preprocess: empty image (shape {image.shape})")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise ValueError(f"preprocess: image {image.shape[1]}x{image.shape[0]} exceeds the limit of "
+                         f"{max_pixels} pixels")
     if image.dtype != np.uint8:
         if not np.isfinite(image).all():
             raise ValueError("preprocess: image contains NaN or inf")

@@ -43,6 +43,7 @@ from torch import nn
 from liquid_control.config import ConfigBase
 
 from .cfc import ACTIVATIONS, CfC, MODES
+from .limits import FRAME_PERIOD_RANGE_S, MAX_LAYERS, MAX_WIDTH  # noqa: F401 (re-exported)
 from .wiring import Wiring
 
 KINDS = ("cfc", "lstm", "gru", "mlp")
@@ -109,8 +110,16 @@ class PolicyConfig(ConfigBase):
             problems.append("hidden sizes must be positive")
         if self.rnn_time_input and self.kind not in ("lstm", "gru"):
             problems.append(f"rnn_time_input applies to lstm and gru only, not {self.kind!r}")
-        if not self.frame_period_s > 0:
-            problems.append(f"frame_period_s must be > 0, got {self.frame_period_s}")
+        widths = (self.feature_size, self.cfc_units, self.cfc_motor_neurons, self.cfc_backbone_units,
+                  self.rnn_hidden_size, *self.mlp_hidden_sizes)
+        if any(w > MAX_WIDTH for w in widths) or self.cfc_backbone_layers > MAX_LAYERS or \
+                len(self.mlp_hidden_sizes) > MAX_LAYERS:
+            problems.append(f"sizes must be <= {MAX_WIDTH} and layer counts <= {MAX_LAYERS}")
+        low, high = FRAME_PERIOD_RANGE_S
+        if isinstance(self.frame_period_s, bool) or not isinstance(self.frame_period_s, (int, float)) or \
+                not low <= self.frame_period_s <= high:
+            problems.append(f"frame_period_s must be a number of seconds in [{low:g}, {high:g}], "
+                            f"got {self.frame_period_s!r}")
         if problems:
             raise ValueError("PolicyConfig: " + "; ".join(problems))
 

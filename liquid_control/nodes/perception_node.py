@@ -26,7 +26,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from liquid_control.inference.frame_gate import FrameGate
 from liquid_control.inference.model_source import load_runtime, runtime_options
 from liquid_control.inference.runtime import PerceptionRuntime
-from liquid_control.interfaces.codec import compressed_image_to_rgb, features_to_payload, raw_image_view
+from liquid_control.interfaces.codec import (MAX_IMAGE_PIXELS, compressed_image_to_rgb, features_to_payload,
+                                             raw_image_view)
 from liquid_control.interfaces.topics import CAMERA_COMPRESSED, CAMERA_IMAGE, FEATURES
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, configure_scheduling,
                                          declare_parameters_with_ranges, inference_parameters, make_status,
@@ -39,6 +40,10 @@ PARAMETERS = inference_parameters("perception") + scheduling_parameters() + [
     ParamSpec("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", 0.2, 20.0),
     ParamSpec("bad_frame_window_s", 5.0, "a bad frame within this many seconds keeps the diagnostics at WARN (s)",
               0.1, 600.0),
+    # Converting and resizing a frame is linear in its pixels (a 10000x20000 frame took 16.5 s): larger
+    # frames are rejected as bad before any work is done on them.
+    ParamSpec("max_image_pixels", MAX_IMAGE_PIXELS, "largest image (width x height pixels) accepted; a larger "
+              "one is rejected as a bad frame", 1, 2**31 - 1, read_only=True),
 ]
 
 
@@ -48,6 +53,8 @@ class PerceptionNode(Node):
         p = declare_parameters_with_ranges(self, PARAMETERS)
         self.runtime = load_runtime(PerceptionRuntime, p["model_path"],
                                     runtime_options(p["backend"], p["providers"], p["threads"], p["fp16"]))
+        self.max_image_pixels = int(p["max_image_pixels"])
+        self.runtime.max_image_pixels = self.max_image_pixels
         if self.runtime.cache_note:  # exported at start: slow, torch loaded (the ONNX cache was missing or stale)
             self.get_logger().warning(self.runtime.cache_note)
         self.gate = FrameGate(p["bad_frame_window_s"])
@@ -68,9 +75,10 @@ class PerceptionNode(Node):
     def decode(self, msg) -> tuple[np.ndarray, str]:
         """(uint8 image, encoding for preprocess); ValueError for a bad message."""
         if isinstance(msg, CompressedImage):
-            image, _ = compressed_image_to_rgb(msg.format, msg.data)
+            image, _ = compressed_image_to_rgb(msg.format, msg.data, self.max_image_pixels)
             return image, "rgb8"
-        return raw_image_view(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+        return raw_image_view(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
+                              self.max_image_pixels)
 
     def on_image(self, msg) -> None:
         started = time.perf_counter()

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from liquid_control.util.paths import share_path
+from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 TASKS = ("fly_to_target", "target_loop", "chase")
 SHAPES = ("sphere", "box", "cylinder")
@@ -232,7 +232,15 @@ class Scenario:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # An int is exact and finite whatever its size (math.isfinite would overflow on 10**400).
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _keys(mapping: dict[Any, Any]) -> list[str]:
+    """A mapping's keys as text, sorted: YAML keys may be ints, bools or None as well as strings."""
+    return sorted(str(key) for key in mapping)
 
 
 def _parse_range(file: str, key: str, value: Any, bounds: tuple[float, float], integer: bool,
@@ -244,35 +252,35 @@ def _parse_range(file: str, key: str, value: Any, bounds: tuple[float, float], i
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value):
         low, high = value
     else:
-        raise ScenarioError(file, key, f"got {value!r}; {allowed}")
+        raise ScenarioError(file, key, f"got {short_repr(value)}; {allowed}")
     if integer and (int(low) != low or int(high) != high):
-        raise ScenarioError(file, key, f"got {value!r}, not whole numbers; {allowed}")
+        raise ScenarioError(file, key, f"got {short_repr(value)}, not whole numbers; {allowed}")
     if low > high:
         raise ScenarioError(file, key, f"low {low} > high {high}; {allowed}")
     if low < bounds[0] or high > bounds[1]:
-        raise ScenarioError(file, key, f"got {value!r}, out of range; {allowed}")
+        raise ScenarioError(file, key, f"got {short_repr(value)}, out of range; {allowed}")
     return IntRange(int(low), int(high)) if integer else Range(float(low), float(high))
 
 
 def _parse_choice(file: str, key: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
-        raise ScenarioError(file, key, f"got {value!r}; allowed: a non-empty list of {list(allowed)}")
+        raise ScenarioError(file, key, f"got {short_repr(value)}; allowed: a non-empty list of {list(allowed)}")
     unknown = [v for v in values if v not in allowed]
     if unknown:
-        raise ScenarioError(file, key, f"unknown {unknown}; allowed: {list(allowed)}")
+        raise ScenarioError(file, key, f"unknown {short_repr(unknown)}; allowed: {list(allowed)}")
     return tuple(values)
 
 
 def _parse_colours(file: str, key: str, value: Any) -> tuple[Colour, ...]:
     allowed = "allowed: a non-empty list of [r, g, b] colours with components in 0..1"
     if not isinstance(value, (list, tuple)) or not value:
-        raise ScenarioError(file, key, f"got {value!r}; {allowed}")
+        raise ScenarioError(file, key, f"got {short_repr(value)}; {allowed}")
     colours = []
     for colour in value:
         if (not isinstance(colour, (list, tuple)) or len(colour) != 3
                 or not all(_is_number(c) and 0.0 <= c <= 1.0 for c in colour)):
-            raise ScenarioError(file, key, f"bad colour {colour!r}; {allowed}")
+            raise ScenarioError(file, key, f"bad colour {short_repr(colour)}; {allowed}")
         colours.append(tuple(float(c) for c in colour))
     return tuple(colours)
 
@@ -291,10 +299,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ScenarioError(path, "", "file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ScenarioError(path, "", f"not valid YAML: {err}") from None
+    try:  # bounded: size, UTF-8, nesting depth and alias expansion (util.safe_input)
+        data = load_yaml_file(path)
+    except InputError as err:
+        raise ScenarioError(path, "", str(err).removeprefix(f"{path}: ")) from None
     if not isinstance(data, dict):
         raise ScenarioError(path, "", f"top level must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -308,53 +316,88 @@ def scenario_path(name_or_path: str | Path) -> Path:
     return share_path("sim", "scenarios", f"{text}.yaml")
 
 
-def _resolve_raw(path: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    data = read_yaml(path)
-    if str(path.resolve()) in chain:
-        raise ScenarioError(path, "extends", f"circular extends: {' -> '.join(chain)}")
-    base_name = data.get("extends")
-    if base_name is None:
-        return data
-    if not isinstance(base_name, str) or not base_name:
-        raise ScenarioError(path, "extends", f"got {base_name!r}; allowed: the name of another scenario")
-    base_path = scenario_path(base_name)
-    if not base_path.is_absolute() and not base_path.is_file():
-        base_path = path.parent / base_path
-    if not base_path.is_file():
-        raise ScenarioError(path, "extends", f"base scenario {base_name!r} not found at {base_path}")
-    base = _resolve_raw(base_path, chain + (str(path.resolve()),))
-    base.pop("extends", None)
-    return _merge(base, {k: v for k, v in data.items() if k != "extends"})
+MAX_EXTENDS = 16  # shipped scenarios extend at most one level; a longer chain is a mistake (or an attack)
+
+
+def _resolve_raw(path: Path) -> dict[str, Any]:
+    """The file's mapping with its `extends` chain merged in (iterative: a chain is bounded, not recursed)."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    seen: list[str] = []
+    current = path
+    while True:
+        data = read_yaml(current)
+        resolved = str(current.resolve())
+        if resolved in seen:
+            raise ScenarioError(path, "extends", f"circular extends: {' -> '.join(seen + [resolved])}")
+        seen.append(resolved)
+        chain.append((current, data))
+        base_name = data.get("extends")
+        if base_name is None:
+            break
+        if len(chain) > MAX_EXTENDS:
+            raise ScenarioError(path, "extends", f"the extends chain is longer than {MAX_EXTENDS} files")
+        if not isinstance(base_name, str) or not base_name:
+            raise ScenarioError(current, "extends",
+                                f"got {short_repr(base_name)}; allowed: the name of another scenario")
+        base_path = scenario_path(base_name)
+        if not base_path.is_absolute() and not base_path.is_file():
+            base_path = current.parent / base_path
+        if not base_path.is_file():
+            raise ScenarioError(current, "extends", f"base scenario {short_repr(base_name)} not found at {base_path}")
+        current = base_path
+    merged = {k: v for k, v in chain[-1][1].items() if k != "extends"}
+    for _, data in reversed(chain[:-1]):
+        merged = _merge(merged, {k: v for k, v in data.items() if k != "extends"})
+    return merged
+
+
+def _check_arena(file: str, scalars: dict[str, float], sections: dict[str, dict[str, Any]]) -> None:
+    """Every target the sampler can place must lie inside the arena (sampling.py places the first target
+    at range_m from the start, whose x and y each lie in xy_m; a chase target starts start_range_m away)."""
+    half, ceiling = scalars["arena_half_size_m"], scalars["arena_max_height_m"]
+    xy = sections["start"]["xy_m"]
+    start_reach = max(abs(xy.low), abs(xy.high))
+    for dotted, reach in (("target.range_m", sections["target"]["range_m"].high),
+                          ("chase.start_range_m", sections["chase"]["start_range_m"].high)):
+        if start_reach + reach >= half:
+            raise ScenarioError(file, dotted, f"a target up to {reach:g} m from a start up to {start_reach:g} m "
+                                              f"off centre can lie outside the arena (arena_half_size_m "
+                                              f"{half:g}); allowed: |start.xy_m| + {dotted} < arena_half_size_m")
+    for dotted in ("start.height_m", "target.height_m"):
+        section, key = dotted.split(".")
+        if sections[section][key].high >= ceiling:
+            raise ScenarioError(file, dotted, f"up to {sections[section][key].high:g} m is not below "
+                                              f"arena_max_height_m {ceiling:g}")
 
 
 def validate_scenario(data: dict[str, Any], file: str | Path = "<scenario>", name: str = "") -> Scenario:
     """Check a scenario mapping (after `extends` is resolved) and build a Scenario."""
     file = str(file)
-    unknown = sorted(set(data) - _TOP_LEVEL)
+    unknown = _keys({k: None for k in data if k not in _TOP_LEVEL})
     if unknown:
         raise ScenarioError(file, unknown[0], f"unknown key; allowed keys: {sorted(_TOP_LEVEL)}")
     if "task" not in data:
         raise ScenarioError(file, "task", f"missing; allowed: one of {list(TASKS)}")
     task = data["task"]
     if task not in TASKS:
-        raise ScenarioError(file, "task", f"got {task!r}; allowed: one of {list(TASKS)}")
+        raise ScenarioError(file, "task", f"got {short_repr(task)}; allowed: one of {list(TASKS)}")
     merged = _merge(_DEFAULTS, {k: v for k, v in data.items() if k not in ("task", "extends")})
     scalars = {}
     for key, bounds in _SCALARS.items():
         value = merged[key]
         if not _is_number(value) or not bounds[0] <= value <= bounds[1]:
-            raise ScenarioError(file, key, f"got {value!r}; allowed: a number in [{bounds[0]}, {bounds[1]}]")
+            raise ScenarioError(file, key, f"got {short_repr(value)}; allowed: a number in [{bounds[0]}, {bounds[1]}]")
         scalars[key] = float(value)
     description = merged["description"]
     if not isinstance(description, str):
-        raise ScenarioError(file, "description", f"got {description!r}; allowed: text")
+        raise ScenarioError(file, "description", f"got {short_repr(description)}; allowed: text")
     airframes = _parse_choice(file, "airframes", merged["airframes"], AIRFRAMES)
     sections: dict[str, dict[str, Any]] = {}
     for section, schema in _SCHEMA.items():
         values = merged[section]
         if not isinstance(values, dict):
-            raise ScenarioError(file, section, f"got {values!r}; allowed: a mapping with keys {sorted(schema)}")
-        extra = sorted(set(values) - set(schema))
+            raise ScenarioError(file, section, f"got {short_repr(values)}; allowed: a mapping with keys {sorted(schema)}")
+        extra = _keys({k: None for k in values if k not in schema})
         if extra:
             raise ScenarioError(file, f"{section}.{extra[0]}", f"unknown key; allowed keys: {sorted(schema)}")
         parsed = {}
@@ -372,6 +415,7 @@ def validate_scenario(data: dict[str, Any], file: str | Path = "<scenario>", nam
             else:
                 parsed[key] = _parse_colours(file, dotted, value)
         sections[section] = parsed
+    _check_arena(file, scalars, sections)
     return Scenario(name=name or Path(file).stem, path=file, task=task, description=description,
                     airframes=airframes, sections=sections, raw=merged, **scalars)
 
@@ -387,5 +431,5 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if base is None:
             raise
         # Point at the chain: the bad value may sit in the base file.
-        raise ScenarioError(path, err.key, f"{err.problem} (this file extends {base!r}; "
+        raise ScenarioError(path, err.key, f"{err.problem} (this file extends {short_repr(base)}; "
                                            "the value may come from there)") from None
