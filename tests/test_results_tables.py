@@ -89,3 +89,12 @@ def test_first_k_episodes_recount_a_longer_report_on_the_shorter_ones_seeds(tmp_
     assert "| L | 50% [" in (tmp_path / "RESULTS.md").read_text() and "(n=8)" in (tmp_path / "RESULTS.md").read_text()
     (tmp_path / "tables.yaml").write_text("tables:\n  t:\n    - {label: L, runs: [long.json], first: 0}\n")
     assert _run(tmp_path) == 2
+
+
+def test_hostile_manifests_and_reports_are_clear_errors(results_dir, capsys):
+    (results_dir / "b.json").write_text("[" * 100_000 + "]" * 100_000)  # nesting far past the JSON limit
+    assert _run(results_dir) == 2
+    assert "b.json" in capsys.readouterr().err
+    (results_dir / "tables.yaml").write_bytes("tables: {t: [{label: \xe9}]}".encode("latin-1"))  # not UTF-8
+    assert _run(results_dir) == 2
+    assert "manifest" in capsys.readouterr().err

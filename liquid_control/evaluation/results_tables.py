@@ -14,15 +14,16 @@ so the text around the tables is prose that people write, and the numbers are on
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from liquid_control.util.safe_input import InputError, load_yaml_file, loads_json, read_text_file
 
 BEGIN = "<!-- results-table: {name} -->"
+REPORT_MAX_BYTES = 64 << 20  # a 900-episode evaluation report is ~0.6 MB
 END = "<!-- /results-table -->"
 _BLOCK = re.compile(r"<!-- results-table: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /results-table -->", re.S)
 
@@ -77,8 +78,8 @@ def load_manifest(path: str | Path) -> dict[str, list[Row]]:
     """Table name -> [(label, runs, first)], each run a list of report paths (relative to the manifest)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        data = load_yaml_file(path)
+    except InputError as err:
         raise ResultsError(f"cannot read results manifest {path}: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("tables"), dict):
         raise ResultsError(f"{path}: expected a mapping with a 'tables' mapping")
@@ -112,8 +113,8 @@ def load_manifest(path: str | Path) -> dict[str, list[Row]]:
 
 def _read_report(path: Path) -> dict[str, Any]:
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        report = loads_json(read_text_file(path, max_bytes=REPORT_MAX_BYTES))
+    except InputError as err:
         raise ResultsError(f"cannot read evaluation report {path}: {err}") from err
     if not isinstance(report, dict) or not isinstance(report.get("suites"), dict):
         raise ResultsError(f"{path}: not an evaluation report (no 'suites' mapping)")
