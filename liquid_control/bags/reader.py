@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ import yaml
 
 from liquid_control.bags import BagError
 from liquid_control.bags.images import image_message_to_rgb
-from liquid_control.bags.writer import mcap_has_footer, repair_mcap, standard_typestore
+from liquid_control.bags.writer import mcap_has_footer, repair_mcap, standard_typestore, verify_mcap
 from liquid_control.interfaces.topics import CMD_VEL
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -125,16 +127,22 @@ class BagReader:
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
         target, self.storage = _storage_file(self.path)
-        self.repaired = False  # True when an MCAP without footer was read through a repaired copy
+        # True when an MCAP without footer, or one failing its CRC checks, was read through a repaired
+        # copy holding only the messages of the intact chunks before the damage.
+        self.repaired = False
         self.repaired_message_count: int | None = None
+        self.repair_reason: str | None = None
+        self._digests: Counter | None = None  # what the CRC-checked chunks of a closed MCAP hold
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        target = self._repair_if_truncated(target)
+        target = self._repair_if_damaged(target)
         try:
             self._reader = AnyReader([target], default_typestore=standard_typestore())
             self._reader.open()
         except Exception as err:  # rosbags raises several types; all mean "cannot read this file"
             self._cleanup()
             raise BagError(f"cannot read bag {self.path}: {err}") from err
+        if any(getattr(r, "compression_mode", None) == "message" for r in self._reader.readers):
+            self._digests = None  # rosbag2 per-message compression: rosbags yields data other than stored
         self._add_standard_types()
         self.topics: dict[str, TopicInfo] = {
             name: TopicInfo(name, info.msgtype or "", int(info.msgcount))
@@ -152,10 +160,21 @@ class BagReader:
             raise
 
     # -- opening ---------------------------------------------------------------
-    def _repair_if_truncated(self, target: Path) -> Path:
+    def _repair_if_damaged(self, target: Path) -> Path:
         mcaps = [target] if target.suffix == ".mcap" else sorted(target.glob("*.mcap")) if target.is_dir() else []
-        if self.storage != "mcap" or len(mcaps) != 1 or mcap_has_footer(mcaps[0]):
+        if self.storage != "mcap" or len(mcaps) != 1:
             return target
+        if mcap_has_footer(mcaps[0]):
+            # rosbags checks no chunk or summary CRC: a flipped bit would read as other data or fewer
+            # messages. A closed bag that fails its CRCs is treated like a truncated one: only the
+            # intact part before the damage is read, and `repaired` says so.
+            check = verify_mcap(mcaps[0])
+            if check.problem is None:
+                self._digests = check.digests
+                return target
+            self.repair_reason = f"damaged ({check.problem})"
+        else:
+            self.repair_reason = "truncated"  # no footer: the writer did not close it
         with open(mcaps[0], "rb") as handle:
             if handle.read(8) != b"\x89MCAP0\r\n":
                 raise BagError(f"{mcaps[0]} is not an MCAP file (bad magic): corrupt bag")
@@ -165,7 +184,7 @@ class BagReader:
             result = repair_mcap(mcaps[0], repaired)
         except BagError as err:
             self._cleanup()
-            raise BagError(f"bag {self.path} is truncated and cannot be repaired: {err}") from err
+            raise BagError(f"bag {self.path} is {self.repair_reason} and cannot be repaired: {err}") from err
         self.repaired = True
         self.repaired_message_count = result.messages
         return repaired
@@ -215,9 +234,25 @@ class BagReader:
         connections = [c for c in self._reader.connections if topics is None or c.topic in topics]
         if not connections:
             return
+        expected, seen, count = self._digests, Counter(), 0
         try:
             for connection, log_time, data in self._reader.messages(connections=connections, start=start_ns):
+                if expected is not None:
+                    # The chunks were CRC-checked at open; the message indexes that led here were not.
+                    key = (connection.topic, int(log_time), zlib.crc32(data))
+                    seen[key] += 1
+                    count += 1
+                    if seen[key] > expected[key]:
+                        raise BagError(f"bag {self.path} is corrupt: the message index leads to a message on "
+                                       f"{connection.topic!r} at log time {int(log_time)} that its chunks do not "
+                                       "hold (damaged index)")
                 yield RawMessage(connection.topic, connection.msgtype, int(log_time), bytes(data))
+            if expected is not None and start_ns is None:
+                wanted = {c.topic for c in connections}
+                total = sum(n for (topic, _, _), n in expected.items() if topic in wanted)
+                if count != total:
+                    raise BagError(f"bag {self.path} is corrupt: its index leads to {count} messages on "
+                                   f"{sorted(wanted)} but its chunks hold {total} (damaged index)")
         except BagError:
             raise
         except (sqlite3.Error, OSError, ValueError, KeyError, AssertionError) as err:

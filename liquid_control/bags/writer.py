@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import zlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mcap.exceptions import McapError
-from mcap.records import Channel, Message, Schema
+from mcap.records import Channel, DataEnd, Message, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
@@ -375,11 +376,13 @@ def mcap_has_footer(path: Path) -> bool:
         return handle.read() == MCAP_MAGIC
 
 
-def _salvage_records(path: Path) -> tuple[list[Schema], list[Channel], list[Message], bool]:
+def _salvage_records(path: Path, digests_only: bool = False) -> tuple[list[Schema], list[Channel], list, bool]:
     """Schemas, channels and messages of every complete, CRC-valid record, in file order.
 
     Reading stops at the first truncated or corrupt record: that is where the
     killed writer was interrupted, and nothing after it can be trusted.
+    digests_only: keep (channel id, log time, CRC32 of the data) per message instead of the
+    message (for `verify_mcap`, which must not hold a whole bag in memory).
     """
     schemas: list[Schema] = []
     channels: list[Channel] = []
@@ -393,16 +396,69 @@ def _salvage_records(path: Path) -> tuple[list[Schema], list[Channel], list[Mess
         complete = False
         try:
             for record in reader.records:
+                if isinstance(record, DataEnd):
+                    break  # the summary only repeats schemas/channels (its own CRC is checked elsewhere)
                 if isinstance(record, Schema):
                     schemas.append(record)
                 elif isinstance(record, Channel):
                     channels.append(record)
                 elif isinstance(record, Message):
-                    messages.append(record)
+                    messages.append((record.channel_id, record.log_time, zlib.crc32(record.data))
+                                    if digests_only else record)
             complete = True
-        except (McapError, struct.error, ValueError, EOFError, MemoryError, IndexError, UnicodeDecodeError):
-            pass  # truncated or corrupt tail (the parser fails in these ways): keep what came before
+        except Exception:  # noqa: BLE001 -- a damaged chunk fails in parser- and codec-specific ways (McapError,
+            pass  # struct.error, zstd/lz4 errors, ...): all mean "nothing from here on can be trusted"
     return schemas, channels, messages, complete
+
+
+FOOTER_SIZE = 1 + 8 + 8 + 8 + 4  # opcode, length, summary_start, summary_offset_start, summary_crc
+
+
+def _summary_problem(path: Path) -> str | None:
+    """Why the summary section (chunk indexes, statistics) of a closed MCAP cannot be trusted, or None.
+
+    The footer's summary_crc covers the summary and the footer fields before it (MCAP spec, Footer);
+    rosbags reads chunks through that summary without checking it.
+    """
+    size = path.stat().st_size
+    footer_pos = size - len(MCAP_MAGIC) - FOOTER_SIZE
+    with open(path, "rb") as handle:
+        handle.seek(footer_pos)
+        footer = handle.read(FOOTER_SIZE)
+        opcode, length, summary_start, _, crc = struct.unpack("<BQQQI", footer)
+        if opcode != 0x02 or length != FOOTER_SIZE - 9:
+            return "the footer record is damaged"
+        if crc == 0:
+            return None  # the writer stored no summary CRC: nothing to check
+        start = summary_start or footer_pos
+        if not len(MCAP_MAGIC) <= start <= footer_pos:
+            return f"the footer points outside the file (summary at byte {summary_start})"
+        handle.seek(start)
+        actual = zlib.crc32(footer[:FOOTER_SIZE - 4], zlib.crc32(handle.read(footer_pos - start)))
+    return None if actual == crc else f"summary section CRC mismatch (stored {crc:#010x}, computed {actual:#010x})"
+
+
+@dataclass
+class McapCheck:
+    """What `verify_mcap` found: a problem (None when intact) and every message's digest."""
+
+    problem: str | None
+    digests: Counter  # (topic, log time ns, CRC32 of data) -> how many messages carry it
+
+
+def verify_mcap(path: Path) -> McapCheck:
+    """Check a closed MCAP: summary CRC, every chunk CRC and the data-section CRC where stored.
+
+    The digests let a reader check that what the (unchecked) message and chunk indexes lead it to
+    is exactly what the CRC-checked chunks hold.
+    """
+    path = Path(path)
+    problem = _summary_problem(path)
+    _, channels, digests, complete = _salvage_records(path, digests_only=True)
+    if not complete and problem is None:
+        problem = "a chunk or the data section fails its CRC check or cannot be parsed"
+    topic_of = {c.id: c.topic for c in channels}
+    return McapCheck(problem, Counter((topic_of.get(cid, ""), t, crc) for cid, t, crc in digests))
 
 
 def repair_mcap(src: Path, dst: Path) -> RepairResult:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-match-gap", type=float, default=0.1,
                         help="largest image/command stamp gap (s) for a pair to count (default 0.1)")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse a truncated bag instead of evaluating the part before the cut (with a warning)")
+                        help="refuse a truncated or damaged bag instead of evaluating the part before the cut (with a warning)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     report = evaluation.report()
     if evaluation.repaired:
         span = report["time_range"]
-        print(f"warning: bag {args.bag} is truncated (its writer stopped before finishing the file); evaluated "
-              f"only the {report['frames']} frames before the cut ({evaluation.repaired_message_count} messages "
+        how = ("truncated (its writer stopped before finishing the file)" if evaluation.repair_reason == "truncated"
+               else evaluation.repair_reason)
+        print(f"warning: bag {args.bag} is {how}; evaluated "
+              f"only the {report['frames']} frames before the cut/damage ({evaluation.repaired_message_count} messages "
               f"recovered, image stamps {span['first_image_stamp_ns'] / 1e9:.3f}-"
               f"{span['last_image_stamp_ns'] / 1e9:.3f} s); report.json records repaired=true. "
               "Use --strict to refuse such bags.", file=sys.stderr)

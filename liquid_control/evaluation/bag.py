@@ -80,8 +80,10 @@ class Evaluation:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A truncated bag (writer killed) is read through a repaired copy: only the messages before the
     # cut. The report says so, so a partial evaluation is never mistaken for the whole recording.
+    # A closed bag failing its MCAP CRC checks is read the same way, up to the damage.
     repaired: bool = False
     repaired_message_count: Optional[int] = None
+    repair_reason: Optional[str] = None  # "truncated" or "damaged (...)": BagReader.repair_reason
     bag_time_range_ns: tuple[int, int] = (0, 0)  # log time of the first message, just after the last
 
     @property
@@ -99,6 +101,7 @@ class Evaluation:
             "frames": frames,
             "repaired": self.repaired,
             "repaired_messages_kept": self.repaired_message_count,
+            "repair_reason": self.repair_reason,
             "time_range": {"first_image_stamp_ns": int(self.image_stamps_ns[0]) if frames else None,
                            "last_image_stamp_ns": int(self.image_stamps_ns[-1]) if frames else None,
                            "bag_start_ns": int(self.bag_time_range_ns[0]),
@@ -222,10 +225,12 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     pipeline = DeployedPipeline(perception, PolicyLoop(config.loop, policy))
     with BagReader(bag, image_topic=config.image_topic, command_topic=config.command_topic) as reader:
         if reader.repaired and config.strict:
-            raise BagError(f"bag {bag} is truncated (its writer stopped before finishing the file); only "
-                           f"{reader.repaired_message_count} messages could be recovered, and strict mode "
-                           "refuses a partial bag (run `liquid-control record --repair` on it to keep "
-                           "what is there, or evaluate without --strict)")
+            how = ("truncated (its writer stopped before finishing the file)" if reader.repair_reason == "truncated"
+                   else reader.repair_reason)
+            fix = ("run `liquid-control record --repair` on it to keep what is there, or evaluate without --strict"
+                   if reader.repair_reason == "truncated" else "evaluate without --strict to use the intact part")
+            raise BagError(f"bag {bag} is {how}; only {reader.repaired_message_count} messages could be "
+                           f"recovered, and strict mode refuses a partial bag ({fix})")
         image_topic = reader.require_image_topic()
         samples = list(reader.commands())  # BagError if the bag has no command topic
         stamps: list[int] = []
@@ -239,7 +244,7 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
         decisions = replay_images(pipeline, images())
         processing_s = time.perf_counter() - started
         command_topic = reader.command_topic
-        repaired, repaired_count = reader.repaired, reader.repaired_message_count
+        repaired, repaired_count, repair_reason = reader.repaired, reader.repaired_message_count, reader.repair_reason
         time_range = (reader.start_ns, reader.end_ns)
     if not stamps:
         raise BagError(f"bag {bag}: the image topic {image_topic!r} holds no messages")
@@ -251,7 +256,8 @@ def evaluate_bag(bag: str | Path, perception: Any, policy: Any,
     evaluation = Evaluation(str(bag), image_topic, str(command_topic), float(policy.frame_period_s), image_stamps,
                             timespans, np.array([d.command for d in decisions]), [d.state for d in decisions],
                             recorded, processing_s, {**pipeline.loop.counters, **pipeline.gate.counts},
-                            repaired=repaired, repaired_message_count=repaired_count, bag_time_range_ns=time_range)
+                            repaired=repaired, repaired_message_count=repaired_count, repair_reason=repair_reason,
+                            bag_time_range_ns=time_range)
     matched = evaluation.matched
     if not matched.any():
         raise BagError(f"bag {bag}: no recorded command on {command_topic!r} lies within "
