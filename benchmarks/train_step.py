@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/train_step.py [--config config/train_cfc.yaml] [--steps 20]
 
-Runs the recipe's sampler (with its augmentation), perception, policy, loss (plus the auxiliary loss when
-the recipe has one) and an AdamW step on synthetic episodes of the recipe's image size (random pixels and
-class masks: the cost of augmentation does not depend on what the pixels show). The baseline, measured in
+Runs the recipe's sampler (with its augmentation) and `train.batch_loss` (perception, policy, loss, plus the
+auxiliary loss when the recipe has one), then a clipped AdamW step, on synthetic episodes of the recipe's
+image size (random pixels and class masks: the cost of augmentation does not depend on what they show). The baseline, measured in
 the same run, is the loop as it was before prefetching: batches drawn in line, 2 torch threads.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liquid_control.learning.dataset import EpisodeData  # noqa: E402
 from liquid_control.learning.recipe import load_config  # noqa: E402
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, prefetched  # noqa: E402
-from liquid_control.learning.train import _to_tensor_images, build_models, masked_loss  # noqa: E402
+from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, prefetched  # noqa: E402
+from liquid_control.learning.train import batch_loss, build_models  # noqa: E402
 
 
 def synthetic_episodes(count: int, frames: int, height: int, width: int) -> list[EpisodeData]:
@@ -46,8 +46,9 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     o = config.optim
     sampler = StreamSampler(episodes, o.batch_size, o.sequence_length, config.augment, config.data.frame_period_s,
                             o.random_start_prob, np.random.default_rng(0))
-    head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE)
-    parameters = list(perception.parameters()) + list(policy.parameters()) + list(head.parameters())
+    head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE) if o.aux_weight > 0 else None
+    parameters = list(perception.parameters()) + list(policy.parameters())
+    parameters += list(head.parameters()) if head is not None else []
     optimizer = torch.optim.AdamW(parameters, lr=1e-3)
     state = policy.initial_state(o.batch_size)
     batches = prefetched(sampler.next_batch, steps + 2) if prefetch else (sampler.next_batch() for _ in range(steps + 2))
@@ -55,14 +56,10 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     for k, batch in enumerate(batches):
         if k == 2:
             start = time.perf_counter()
-        features = perception(_to_tensor_images(batch.images)).view(o.batch_size, o.sequence_length, -1)
-        commands, state = policy(features, torch.from_numpy(batch.timespans), state.detach())
-        loss = masked_loss(commands, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask), policy.command_scale)
-        if o.aux_weight > 0:
-            loss = loss + o.aux_weight * aux_loss(head(features), torch.from_numpy(batch.aux),
-                                                  torch.from_numpy(batch.mask))
+        loss, state = batch_loss(perception, policy, batch, state, policy.command_scale, head, o.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, o.grad_clip)
         optimizer.step()
     return (time.perf_counter() - start) / steps
 

@@ -451,7 +451,8 @@ def test_vehicle_state_becomes_enu_flu_odometry_battery_and_feeds_the_geofence()
 
 def test_tf_transform_is_the_odometry_pose_and_its_availability_is_reported():
     from liquid_control.deploy.vehicle_state import Attitude, LocalPosition, odometry
-    from liquid_control.nodes.vehicle_msgs import tf_message_class, transform_msg
+    from liquid_control.nodes.common import tf_message_class
+    from liquid_control.nodes.vehicle_msgs import transform_msg
 
     odom = odometry(LocalPosition((1.0, 2.0, -3.0), (0.0, 0.0, 0.0), 0.0), Attitude(0.0, 0.0, 0.0, (0, 0, 0), 0.0))
     msg = transform_msg(odom, rclpy.time.Time(seconds=5).to_msg(), "odom", "base_link")

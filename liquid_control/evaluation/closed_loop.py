@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -151,8 +152,7 @@ def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
     success = proportion(m["success"] for m in metrics)
     return {
         "name": name, "episodes": len(metrics),
-        "success": {"successes": success.successes, "trials": success.trials, "rate": success.rate,
-                    "low": success.low, "high": success.high},
+        "success": dataclasses.asdict(success),
         "time_to_goal_s": finite_mean(m["time_to_goal_s"] for m in metrics if m["success"]),
         "final_distance_m": finite_mean(m["final_distance_m"] for m in metrics),
         "crashes": sum(bool(m["crashed"]) for m in metrics),

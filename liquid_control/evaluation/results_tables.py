@@ -14,6 +14,7 @@ so the text around the tables is prose that people write, and the numbers are on
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,7 @@ def first_episodes(report: dict[str, Any], count: int) -> dict[str, Any]:
         kept.setdefault(suite, []).extend(bool(e["success"]) for e in group[:count])
     suites = {}
     for suite, outcomes in kept.items():
-        p = proportion(outcomes)
-        suites[suite] = {"total": {"success": {"successes": p.successes, "trials": p.trials, "rate": p.rate,
-                                               "low": p.low, "high": p.high}}}
+        suites[suite] = {"total": {"success": dataclasses.asdict(proportion(outcomes))}}
     return {"model": report.get("model"), "suites": suites}
 
 

@@ -43,7 +43,7 @@ from liquid_control.config import ConfigError
 from liquid_control.learning.augment import timespans
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
 from liquid_control.learning.recipe import TrainConfig
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, prefetched
+from liquid_control.learning.sampler import AUX_SIZE, Batch, StreamSampler, aux_loss, prefetched
 from liquid_control.models import FeatureExtractor, PerceptionConfig, PolicyModel, policy_for_budget, save_model
 
 
@@ -58,6 +58,24 @@ def masked_loss(commands: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     """Mean squared error of scaled commands over the real (mask 1) frames."""
     error = ((commands - labels) / scale).pow(2).mean(dim=-1)
     return (error * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def batch_loss(perception: FeatureExtractor, policy: PolicyModel, batch: Batch, state: torch.Tensor,
+               scale: torch.Tensor, aux_head: torch.nn.Module | None = None,
+               aux_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Imitation loss of one training batch (plus aux_weight x the auxiliary loss when `aux_head` is given)
+    and the policy state to carry into the next chunk. `state` is zeroed for streams that restarted and
+    detached otherwise (truncated BPTT)."""
+    reset = torch.from_numpy(batch.reset)
+    state = torch.where(reset[:, None], torch.zeros_like(state), state.detach())
+    streams, steps = batch.labels.shape[:2]
+    features = perception(_to_tensor_images(batch.images)).view(streams, steps, -1)
+    commands, state = policy(features, torch.from_numpy(batch.timespans), state)
+    mask = torch.from_numpy(batch.mask)
+    loss = masked_loss(commands, torch.from_numpy(batch.labels), mask, scale)
+    if aux_head is not None:
+        loss = loss + aux_weight * aux_loss(aux_head(features), torch.from_numpy(batch.aux), mask)
+    return loss, state
 
 
 @torch.no_grad()
@@ -207,14 +225,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             for batch in bar:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step)
-                reset = torch.from_numpy(batch.reset)
-                state = torch.where(reset[:, None], torch.zeros_like(state), state.detach())
-                features = perception(_to_tensor_images(batch.images)).view(o.batch_size, o.sequence_length, -1)
-                commands, state = policy(features, torch.from_numpy(batch.timespans), state)
-                loss = masked_loss(commands, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask), scale)
-                if aux_head is not None:
-                    loss = loss + o.aux_weight * aux_loss(aux_head(features), torch.from_numpy(batch.aux),
-                                                          torch.from_numpy(batch.mask))
+                loss, state = batch_loss(perception, policy, batch, state, scale, aux_head, o.aux_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, o.grad_clip)

@@ -62,6 +62,15 @@ def message_class(msgtype: str) -> Any:
         raise ValueError(f"message type {msgtype!r} is not installed: {err}") from None
 
 
+def tf_message_class() -> Any | None:
+    """tf2_msgs/msg/TFMessage, or None where tf2_msgs is not installed (it is on every ROS 2 install, but there
+    is no PyPI wheel of it); a node then publishes no TF and says so."""
+    try:
+        return message_class("tf2_msgs/msg/TFMessage")
+    except ValueError:
+        return None
+
+
 def stamp_to_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time (or rclpy Time) -> float seconds."""
     if hasattr(stamp, "nanoseconds"):

@@ -37,8 +37,8 @@ from liquid_control.deploy.mavlink_link import (CommandNotAllowed, MavlinkLink, 
 from liquid_control.interfaces.topics import (CMD_VEL, MAVLINK_ARM, MAVLINK_ARMED, MAVLINK_BATTERY, MAVLINK_CONNECTED,
                                               MAVLINK_MODE, MAVLINK_ODOM, MAVLINK_SET_OFFBOARD, ODOM, POLICY_LIVE, TF)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
-                                         make_status, now_seconds, qos_profile, spin_node)
-from liquid_control.nodes.vehicle_msgs import battery_msg, odometry_msg, tf_message_class, transform_msg
+                                         make_status, now_seconds, qos_profile, spin_node, tf_message_class)
+from liquid_control.nodes.vehicle_msgs import battery_msg, odometry_msg, transform_msg
 from liquid_control.util.timing import LoopTiming
 
 # Parameter -> FailsafeConfig field, for the parameters applied on change (checked together by FailsafeConfig).

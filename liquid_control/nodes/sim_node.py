@@ -38,16 +38,13 @@ from std_srvs.srv import Trigger
 from liquid_control.interfaces.topics import (CAMERA_IMAGE, CAMERA_INFO, CLOCK, CMD_VEL, EPISODE_RESET,
                                               EPISODE_STATUS, ODOM, TF, TF_STATIC)
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges,
-                                         hardware_id, make_status, qos_profile, spin_node)
+                                         hardware_id, make_status, qos_profile, spin_node, tf_message_class)
 from liquid_control.simulation.session import SimSession, SimSessionConfig
 from liquid_control.simulation.camera import CameraConfig, intrinsics, mount_transform
 from liquid_control.simulation.scenario import load_scenario
 from liquid_control.util.timing import RateMeter
 
-try:  # part of every ROS 2 install (geometry2), but there is no PyPI wheel of it
-    from tf2_msgs.msg import TFMessage
-except ImportError:
-    TFMessage = None
+TFMessage = tf_message_class()  # None where tf2_msgs is missing (no PyPI wheel)
 
 PARAMETERS = [
     ParamSpec("scenario", "train_fly_to_target", "scenario name (sim/scenarios) or YAML path; used at start "

@@ -9,7 +9,6 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import BatteryState
 
 from liquid_control.deploy import vehicle_state
-from liquid_control.nodes.common import message_class
 
 
 def odometry_msg(odom: vehicle_state.Odometry, stamp: Any, frame_id: str, child_frame_id: str) -> Odometry:
@@ -33,15 +32,6 @@ def transform_msg(odom: vehicle_state.Odometry, stamp: Any, frame_id: str, child
     t.x, t.y, t.z = odom.position
     r.x, r.y, r.z, r.w = odom.orientation
     return msg
-
-
-def tf_message_class() -> Any | None:
-    """tf2_msgs/msg/TFMessage, or None where tf2_msgs is not installed (it is on every ROS 2 install, not on
-    PyPI); the bridge then publishes no TF and says so."""
-    try:
-        return message_class("tf2_msgs/msg/TFMessage")
-    except ValueError:
-        return None
 
 
 def battery_msg(reading: vehicle_state.BatteryReading, stamp: Any, frame_id: str) -> BatteryState:
