@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from liquid_control.learning.augment import (AugmentConfig, apply_photometric, apply_scene, drop_mask, flip_labels,
-                                             jitter_times, sample_photometric, sample_scene, timespans)
+                                             hide_target, jitter_times, sample_hide, sample_photometric,
+                                             sample_scene, timespans)
 from liquid_control.learning.dataset import EpisodeData
 
 
@@ -29,6 +30,7 @@ class _Stream:
     photometric: Any = None
     scene: Any = None
     drop_prob: float = 0.0
+    hide: Any = None  # the current hidden-target gap (augment.HideDraw), if any
 
 
 @dataclass
@@ -101,6 +103,7 @@ class StreamSampler:
             start = int(self.rng.integers(0, length - self.sequence_length))
         stream.position = start
         stream.last_time_s = None
+        stream.hide = None
         stream.photometric = sample_photometric(self.augment, self.rng)
         stream.drop_prob = self.augment.frame_drop_prob
         if self.augment.frame_drop_prob_max > stream.drop_prob:  # drawn only when on (as below)
@@ -143,12 +146,24 @@ class StreamSampler:
             frames = episode.images[kept]
             labels[i, :n] = episode.labels[kept]
             aux[i, :n] = aux_targets(episode, kept)
+            segmentation = None if episode.segmentation is None else episode.segmentation[kept]
+            hidden = None
+            if self.augment.hide_prob > 0:
+                if stream.hide is None or stream.hide.end_s <= times[0]:
+                    stream.hide = sample_hide(self.augment, self.rng, float(times[0]), float(times[-1]),
+                                              segmentation is not None)
+                if stream.hide is not None:
+                    hidden = (times >= stream.hide.start_s) & (times < stream.hide.end_s)
+                    aux[i, :n][hidden] = np.nan  # perception cannot know where a hidden target is
+                    if not stream.hide.black:  # the box is scenery: recoloured, blurred, flipped with it
+                        frames = hide_target(frames, segmentation, hidden, stream.hide)
             if stream.scene is not None:
-                segmentation = None if episode.segmentation is None else episode.segmentation[kept]
                 frames = apply_scene(frames, segmentation, stream.scene, self.augment, self.rng)
                 if stream.scene.flip:
                     labels[i, :n] = flip_labels(labels[i, :n])
                     aux[i, :n, 0] *= -1.0  # azimuth
+            if hidden is not None and stream.hide.black:  # a dark frame stays dark whatever the scenery
+                frames = hide_target(frames, None, hidden, stream.hide)
             images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
             mask[i, :n] = 1.0
         return Batch(images, spans, labels, mask, reset, aux)
