@@ -31,6 +31,7 @@ class _Stream:
     scene: Any = None
     drop_prob: float = 0.0
     hide: Any = None  # the current hidden-target gap (augment.HideDraw), if any
+    burn_in: int = 0  # frames still to run without loss
 
 
 @dataclass
@@ -84,16 +85,25 @@ class StreamSampler:
     """`batch_size` streams through the training episodes (truncated BPTT with augmentation)."""
 
     def __init__(self, episodes: list[EpisodeData], batch_size: int, sequence_length: int, augment: AugmentConfig,
-                 frame_period_s: float, random_start_prob: float, rng: np.random.Generator) -> None:
+                 frame_period_s: float, random_start_prob: float, rng: np.random.Generator,
+                 task_weights: dict[str, float] | None = None, burn_in_frames: int = 0) -> None:
+        """task_weights: relative sampling weight of a frame by its episode's task (meta "task"; 1 if
+        absent). burn_in_frames: a stream that starts mid-episode (zero state) scores no loss on its
+        first frames, while the recurrent state warms up as it would have in flight."""
         self.episodes = episodes
         self.sequence_length = sequence_length
         self.augment = augment
         self.frame_period_s = frame_period_s
         self.random_start_prob = random_start_prob
         self.rng = rng
+        self.burn_in_frames = burn_in_frames
         self.streams = [_Stream() for _ in range(batch_size)]
         lengths = np.array([len(e) for e in episodes], dtype=float)
-        self.weights = lengths / lengths.sum()  # every frame equally likely to be visited
+        if task_weights:
+            lengths *= [task_weights.get(str(e.meta.get("task")), 1.0) for e in episodes]
+        if not lengths.sum() > 0:
+            raise ValueError(f"sampler: task_weights {task_weights} leave no training frame to sample")
+        self.weights = lengths / lengths.sum()  # every frame equally likely to be visited (times its task weight)
 
     def _restart(self, stream: _Stream) -> None:
         stream.episode = int(self.rng.choice(len(self.episodes), p=self.weights))
@@ -102,6 +112,7 @@ class StreamSampler:
         if self.rng.random() < self.random_start_prob and length > self.sequence_length:
             start = int(self.rng.integers(0, length - self.sequence_length))
         stream.position = start
+        stream.burn_in = self.burn_in_frames if start > 0 else 0
         stream.last_time_s = None
         stream.hide = None
         stream.photometric = sample_photometric(self.augment, self.rng)
@@ -166,6 +177,9 @@ class StreamSampler:
                 frames = hide_target(frames, None, hidden, stream.hide)
             images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
             mask[i, :n] = 1.0
+            if stream.burn_in:
+                mask[i, :min(n, stream.burn_in)] = 0.0
+                stream.burn_in = max(0, stream.burn_in - n)
         return Batch(images, spans, labels, mask, reset, aux)
 
 

@@ -211,7 +211,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         """Train `count` epochs; False when the time budget ran out."""
         nonlocal epoch, step, train_seconds, sampler
         sampler = StreamSampler(train_set, o.batch_size, o.sequence_length, config.augment,
-                                config.data.frame_period_s, o.random_start_prob, rng)
+                                config.data.frame_period_s, o.random_start_prob, rng,
+                                task_weights=config.data.task_weights, burn_in_frames=o.burn_in_frames)
         state = policy.initial_state(o.batch_size)
         for _ in range(count):
             epoch += 1
