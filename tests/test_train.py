@@ -144,9 +144,10 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
     for text in ("data: {task_weights: {chase: -1}}", "data: {task_weights: {chase: 0}}",
-                 "data: {task_weights: {chase: fast}}", "optim: {burn_in_frames: -3}"):
+                 "data: {task_weights: {chase: fast}}", "optim: {burn_in_frames: -3}",
+                 "dagger: {sample_weight: 0}"):
         bad.write_text(text + "\n")
-        with pytest.raises(ConfigError, match="task_weights|burn_in_frames"):
+        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight"):
             load_config(bad)
     config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2})
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
@@ -311,6 +312,10 @@ def test_task_weights_shift_sampling_towards_a_task():
     assert 0.3 < chase_fraction(None) < 0.7
     assert chase_fraction({"chase": 4.0}) > 0.7
     assert chase_fraction({"chase": 0.0}) == 0.0
+    episodes[0].meta["dagger_round"] = 1
+    sampler = StreamSampler(episodes, 64, 10, AugmentConfig.none(), PERIOD, 0.0, np.random.default_rng(0),
+                            dagger_weight=4.0)
+    assert float(sampler.next_batch().labels[:, 0, 0].mean()) > 0.7
     with pytest.raises(ValueError, match="no training frame"):
         StreamSampler(episodes, 2, 10, AugmentConfig.none(), PERIOD, 0.0, np.random.default_rng(0),
                       task_weights={"chase": 0.0, "fly_to_target": 0.0})

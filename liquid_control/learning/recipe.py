@@ -80,6 +80,7 @@ class DaggerSection:
     epochs: int = 2  # training epochs after each round
     workers: int = 2
     seed: int = 100000  # seeds of DAgger episodes start here (disjoint from the expert data)
+    sample_weight: float = 1.0  # relative sampling weight of the DAgger episodes' frames
 
 
 @dataclass
@@ -140,6 +141,8 @@ def _check(config: TrainConfig, where: str) -> None:
     if not all(isinstance(w, (int, float)) and 0.0 <= w < 1e3 for w in config.data.task_weights.values()) or (
             config.data.task_weights and not any(w > 0 for w in config.data.task_weights.values())):
         problems.append("data.task_weights: every weight must be a number in [0, 1000), not all 0")
+    if not 0.0 < config.dagger.sample_weight < 1e3:
+        problems.append("dagger.sample_weight must be in (0, 1000)")
     if o.threads < 1:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:

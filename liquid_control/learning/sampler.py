@@ -86,9 +86,11 @@ class StreamSampler:
 
     def __init__(self, episodes: list[EpisodeData], batch_size: int, sequence_length: int, augment: AugmentConfig,
                  frame_period_s: float, random_start_prob: float, rng: np.random.Generator,
-                 task_weights: dict[str, float] | None = None, burn_in_frames: int = 0) -> None:
+                 task_weights: dict[str, float] | None = None, burn_in_frames: int = 0,
+                 dagger_weight: float = 1.0) -> None:
         """task_weights: relative sampling weight of a frame by its episode's task (meta "task"; 1 if
-        absent). burn_in_frames: a stream that starts mid-episode (zero state) scores no loss on its
+        absent); dagger_weight: the same for episodes flown by the policy in a DAgger round (meta
+        "dagger_round"). burn_in_frames: a stream that starts mid-episode (zero state) scores no loss on its
         first frames, while the recurrent state warms up as it would have in flight."""
         self.episodes = episodes
         self.sequence_length = sequence_length
@@ -101,6 +103,8 @@ class StreamSampler:
         lengths = np.array([len(e) for e in episodes], dtype=float)
         if task_weights:
             lengths *= [task_weights.get(str(e.meta.get("task")), 1.0) for e in episodes]
+        if dagger_weight != 1.0:
+            lengths *= [dagger_weight if "dagger_round" in e.meta else 1.0 for e in episodes]
         if not lengths.sum() > 0:
             raise ValueError(f"sampler: task_weights {task_weights} leave no training frame to sample")
         self.weights = lengths / lengths.sum()  # every frame equally likely to be visited (times its task weight)

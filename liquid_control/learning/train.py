@@ -212,7 +212,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         nonlocal epoch, step, train_seconds, sampler
         sampler = StreamSampler(train_set, o.batch_size, o.sequence_length, config.augment,
                                 config.data.frame_period_s, o.random_start_prob, rng,
-                                task_weights=config.data.task_weights, burn_in_frames=o.burn_in_frames)
+                                task_weights=config.data.task_weights, burn_in_frames=o.burn_in_frames,
+                                dagger_weight=config.dagger.sample_weight)
         state = policy.initial_state(o.batch_size)
         for _ in range(count):
             epoch += 1
@@ -283,7 +284,10 @@ def _dagger_round(config: TrainConfig, round_index: int, progress: bool) -> list
             config=CollectConfig(height=pc.height, width=pc.width, policy_path=str(config.output.model),
                                  duration_s=config.data.collect.duration_s if config.data.collect else None),
             progress=progress)
-    return [e for e in (read_shard(p) for p in list_shards(out)) if len(e) >= 2]
+    episodes = [e for e in (read_shard(p) for p in list_shards(out)) if len(e) >= 2]
+    for episode in episodes:
+        episode.meta["dagger_round"] = round_index + 1  # for dagger.sample_weight
+    return episodes
 
 
 def _save(config: TrainConfig, perception: FeatureExtractor, policy: PolicyModel, best: dict[str, Any],
