@@ -51,17 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _finite(value):
-    """JSON has no NaN: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from liquid_control.evaluation.results_tables import comparison_markdown
 
@@ -90,7 +79,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.evaluation.closed_loop import evaluate_suites
+    from liquid_control.evaluation.closed_loop import evaluate_suites, finite_json
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.simulation.scenario import ScenarioError
 
@@ -112,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"({len(report.episodes)} episodes in {report.wall_s:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_finite(report.to_dict()), indent=1))
+        args.json.write_text(json.dumps(finite_json(report.to_dict()), indent=1))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table)

@@ -149,6 +149,17 @@ def _fly(job: tuple) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- reports
+def finite_json(value: Any) -> Any:
+    """JSON has no NaN: null instead, through nested dicts and lists (reports written with json.dumps)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """One report row: success with Wilson 95% interval, time to goal, final distance, failures."""
     from liquid_control.evaluation.stats import finite_mean, proportion

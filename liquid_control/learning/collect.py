@@ -32,7 +32,7 @@ import numpy as np
 from liquid_control.learning.dataset import (EpisodeData, list_shards, shard_bytes, shard_name,
                                              write_shard_bytes)
 from liquid_control.simulation.expert import PerturbationConfig
-from liquid_control.util.executors import executor_for, local_path, ship
+from liquid_control.util.executors import check_address, executor_for, local_path, ship
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,8 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
     jobs = [(sc, seed, config) for sc, seed in planned if shard_name(sc.name, seed) not in existing]
     modes: dict[str, int] = {}
     start = time.perf_counter()
+    if not jobs and isinstance(ray_address, str):
+        check_address(ray_address)  # nothing to fly, but a bad address is still an error
     with executor_for(workers, ray_address if jobs else False) as executor:
         bar = tqdm(total=len(jobs), desc=f"collect {suite.name}", unit="ep", disable=not progress, file=sys.stderr)
         try:

@@ -164,14 +164,15 @@ def _ray_call(fn: Callable[[Job], Any], setup: Setup, setup_box: list, job: Job)
 class RayExecutor:
     """Jobs as Ray tasks on a cluster (or the local Ray `ray_session` started).
 
-    num_cpus: CPUs each task declares (training tasks declare optim.threads), so Ray runs as many at
-    once as the cluster's CPUs allow. At most `window` tasks are in flight, so the driver's memory for
+    num_cpus: CPUs each task declares, a number or a function of the job (training tasks declare their
+    optim.threads), so Ray runs as many at once as the cluster's CPUs allow. At most `window` tasks are in flight, so the driver's memory for
     finished results stays bounded however many jobs there are."""
 
     name = "ray"
     remote = True
 
-    def __init__(self, num_cpus: float = 1, max_retries: int = 3, window: int | None = None) -> None:
+    def __init__(self, num_cpus: float | Callable[[Job], float] = 1, max_retries: int = 3,
+                 window: int | None = None) -> None:
         self.ray = import_ray()
         if not self.ray.is_initialized():
             raise RayError("RayExecutor: call ray_session() (or ray.init) first")
@@ -184,16 +185,17 @@ class RayExecutor:
         ray = self.ray
         if not jobs:
             return
-        # retry_exceptions=False: Ray retries a task whose worker died, never one that raised.
-        task = ray.remote(_ray_call).options(num_cpus=self.num_cpus, max_retries=self.max_retries,
-                                              retry_exceptions=False)
+        task = ray.remote(_ray_call)
+        cpus = self.num_cpus if callable(self.num_cpus) else (lambda job: self.num_cpus)
         box = [ray.put(tuple(setup_args))] if setup is not None else [None]
         queue = iter(enumerate(jobs))
+        # retry_exceptions=False: Ray retries a task whose worker died, never one that raised.
         in_flight: dict[Any, int] = {}
 
         def submit(count: int) -> None:
             for index, job in _take(queue, count):
-                in_flight[task.remote(fn, setup, box, job)] = index
+                options = task.options(num_cpus=cpus(job), max_retries=self.max_retries, retry_exceptions=False)
+                in_flight[options.remote(fn, setup, box, job)] = index
 
         submit(self.window)
         try:
@@ -236,6 +238,8 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[An
     an address connects to that cluster (see check_address). An already running Ray in this process (a
     test's) is used as is and left running."""
     ray = import_ray()
+    if address is not None:
+        address = check_address(address)
     if ray.is_initialized():
         yield ray
         return
@@ -245,7 +249,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[An
         ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
     else:
         # Workers on other nodes need the project installed (docs/SCALE.md); working_dir is not shipped.
-        ray.init(address=check_address(address), configure_logging=False)
+        ray.init(address=address, configure_logging=False)
     try:
         yield ray
     finally:
@@ -263,10 +267,6 @@ def executor_for(workers: int, ray_address: str | None | bool = False, num_cpus:
         return
     with ray_session(None if ray_address in (None, True) else str(ray_address), workers):
         yield RayExecutor(num_cpus=num_cpus)
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def add_ray_argument(parser: Any, what: str = "episodes") -> None:
