@@ -1,0 +1,85 @@
+"""Per-episode cost of `collect` and `evaluate` on Ray (1 and 2 CPUs) against the local process pool.
+
+    .venv/bin/python benchmarks/ray_rollouts.py [--episodes 8] [--duration 3] [--model models/default_cfc.safetensors]
+
+Each configuration flies the same episodes (train_fly_to_target, seeds 0..N-1 for collect, evaluation seeds
+from 1,000,000): the process pool with 1 and 2 workers (the baseline, measured in the same run), then a local
+Ray of 1 and of 2 CPUs (tasks of 1 CPU each, as `--ray` starts it). Reported: wall seconds per episode
+(wall / episodes; for Ray after warm-up episodes, so that starting its worker processes is not counted;
+the process pool's figure includes its start), the Ray start-up separately, and the ratio to the process
+pool with the same number of CPUs. The figures feed the scaling
+projection in docs/SCALE.md; the machine's load at the time is printed (the numbers depend on it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from liquid_control.evaluation.closed_loop import evaluate_suites  # noqa: E402
+from liquid_control.learning.collect import CollectConfig, collect  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=3.0, help="episode length (s of simulated flight)")
+    parser.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "models" /
+                                               "default_cfc.safetensors"))
+    args = parser.parse_args()
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="ray_rollouts_"))
+    suite = work / "bench_suite.yaml"
+    suite.write_text(f"scenarios:\n  - {{scenario: train_fly_to_target, episodes: {args.episodes}}}\n")
+    config = CollectConfig(duration_s=args.duration)
+    print(f"{args.episodes} episodes of {args.duration:g} s; load average before: {os.getloadavg()}; "
+          f"{os.cpu_count()} CPUs")
+
+    def run_collect(name: str, workers: int, ray_address=False) -> float:
+        start = time.perf_counter()
+        summary = collect(str(suite), work / name, workers=workers, config=config, progress=False,
+                          ray_address=ray_address)
+        assert summary.written == args.episodes
+        return (time.perf_counter() - start) / args.episodes
+
+    def run_evaluate(workers: int, ray_address=False) -> float:
+        start = time.perf_counter()
+        report = evaluate_suites(args.model, [str(suite)], workers=workers, duration_s=args.duration,
+                                 progress=False, ray_address=ray_address)
+        assert len(report.episodes) == args.episodes
+        return (time.perf_counter() - start) / args.episodes
+
+    rows: dict[str, float] = {}
+    for workers in (1, 2):
+        rows[f"collect, process pool, {workers} worker(s)"] = run_collect(f"pool{workers}", workers)
+        rows[f"evaluate, process pool, {workers} worker(s)"] = run_evaluate(workers)
+    ray_start = {}
+    for cpus in (1, 2):  # a fresh local Ray of that many CPUs, as `--ray` with --workers 1 or 2 starts
+        start = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray_start[cpus] = time.perf_counter() - start
+        warm = work / f"warm{cpus}"  # start Ray's worker processes (imports: torch, pybullet) before timing
+        collect(str(suite), warm, episodes=cpus, workers=cpus, config=CollectConfig(duration_s=0.3),
+                progress=False, ray_address=None)
+        rows[f"collect, Ray, {cpus} CPU(s)"] = run_collect(f"ray{cpus}", cpus, None)
+        rows[f"evaluate, Ray, {cpus} CPU(s)"] = run_evaluate(cpus, None)
+        ray.shutdown()
+    print(f"load average after: {os.getloadavg()}; local Ray start-up (ray.init): "
+          + ", ".join(f"{c} CPU(s) {t:.1f} s" for c, t in ray_start.items()))
+    print("| configuration | s per episode | vs process pool, same CPUs |")
+    print("|---|---:|---:|")
+    for name, value in rows.items():
+        what, kind, cpus = name.split(", ")
+        base = rows.get(f"{what}, process pool, {cpus.split()[0]} worker(s)")
+        ratio = "1 (baseline)" if kind == "process pool" else f"{value / base:.2f}x"
+        print(f"| {name} | {value:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
