@@ -204,9 +204,11 @@ class RayExecutor:
                 index = in_flight.pop(done[0])
                 yield index, self._result(done[0])
                 submit(1)
-        finally:  # an error or a consumer that stops early: cancel what has not run
+        finally:  # an error or a consumer that stops early (Ctrl-C): stop the tasks still in flight
             for ref in in_flight:
-                ray.cancel(ref, force=False)
+                # force: end the worker process. A polite cancel raises KeyboardInterrupt inside the task,
+                # which can land in the middle of an import (torch) and leave that worker unusable.
+                ray.cancel(ref, force=True)
 
     def _result(self, ref: Any) -> Any:
         ray = self.ray
@@ -216,7 +218,7 @@ class RayExecutor:
             # The job raised: the caller sees that exception, as with the other executors.
             cause = getattr(err, "cause", None)
             if isinstance(cause, BaseException):
-                raise cause from None
+                raise cause from err  # err carries the worker's traceback
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as err:
