@@ -138,3 +138,21 @@ def test_damaged_sweep_files_give_a_config_or_a_config_error(data):
     assert all(isinstance(s, int) and not isinstance(s, bool) for s in config.seeds)
     assert all(isinstance(v, dict) for v in config.recipes.values()) and isinstance(config.overrides, dict)
     assert isinstance(config.out_dir, str) and os.fspath(config.out_dir)
+
+
+def test_episodes_in_the_callers_process_leave_its_torch_threads_alone():
+    """A training that collects DAgger episodes in its own process (workers 1) keeps its thread count."""
+    import torch
+
+    from liquid_control.learning import collect as collect_module
+    from liquid_control.util.executors import SerialExecutor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = list(SerialExecutor().run(lambda job: torch.get_num_threads(), [0, 1], collect_module._init_worker,
+                                         (None,)))
+        assert seen == [(0, 1), (1, 1)]  # the episodes ran on one thread...
+        assert torch.get_num_threads() == 2  # ...and the caller has its two back
+    finally:
+        torch.set_num_threads(before)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -40,10 +41,18 @@ class SerialExecutor:
 
     def run(self, fn: Callable[[Job], Any], jobs: Sequence[Job], setup: Setup = None,
             setup_args: tuple = ()) -> Iterator[tuple[int, Any]]:
-        if setup is not None and jobs:
-            setup(*setup_args)
-        for index, job in enumerate(jobs):
-            yield index, fn(job)
+        # The setups pin torch to 1 thread (one worker per core); here that is the caller's own process
+        # (a training collecting its DAgger episodes), so its thread count is put back afterwards.
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else None
+        try:
+            if setup is not None and jobs:
+                setup(*setup_args)
+            for index, job in enumerate(jobs):
+                yield index, fn(job)
+        finally:
+            if threads is not None:
+                torch.set_num_threads(threads)
 
 
 class ProcessExecutor:
