@@ -62,6 +62,7 @@ def main() -> None:
 
     def record(name: str, value: float) -> None:
         rows.setdefault(name, []).append(value)
+        print(f"  {name}: {value:.2f} s per episode (load average {os.getloadavg()[0]:.1f})", flush=True)
 
     ray_start: dict[int, list[float]] = {}
     for round_index in range(args.rounds):
@@ -70,7 +71,14 @@ def main() -> None:
             record(f"evaluate, process pool, {workers} worker(s)", run_evaluate(workers))
         for cpus in (1, 2):  # a fresh local Ray of that many CPUs, as `--ray` with --workers 1 or 2 starts
             start = time.perf_counter()
-            ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            for attempt in (1, 2):  # Ray waits a fixed 30 s for its raylet: too short on a saturated machine
+                try:
+                    ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+                    break
+                except Exception as err:
+                    if attempt == 2 or "timed out during startup" not in str(err):
+                        raise
+                    ray.shutdown()
             ray_start.setdefault(cpus, []).append(time.perf_counter() - start)
             warm = work / f"warm{cpus}_{round_index}"  # start Ray's worker processes (torch, pybullet imports)
             collect(str(suite), warm, episodes=2 * cpus, workers=cpus, config=CollectConfig(duration_s=0.3),

@@ -22,7 +22,14 @@ from liquid_control.util.executors import RayExecutor, SerialExecutor  # noqa: E
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    for attempt in (1, 2):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            break
+        except Exception as err:  # Ray waits a fixed 30 s for its raylet, too short on a saturated machine
+            if attempt == 2 or "timed out during startup" not in str(err):
+                raise
+            ray.shutdown()
     # This module's helper functions travel to the workers by value (the workers cannot import a test module).
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray
