@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("liquid_control.commands.collect", "fly the expert (with perturbations) on a suite and store training shards"),
     "train": ("liquid_control.commands.train", "train perception + policy by imitation from a YAML recipe"),
     "evaluate": ("liquid_control.commands.evaluate", "fly a model closed-loop on a suite; success with 95% interval"),
+    "sweep": ("liquid_control.commands.sweep", "train and evaluate models x recipes x seeds as Ray tasks; one comparison table"),
     "explain": ("liquid_control.commands.explain", "saliency overlays (VisualBackProp, integrated gradients) and CfC neuron traces of a model"),
     "results": ("liquid_control.commands.results", "rewrite the tables of docs/RESULTS.md from the committed evaluation reports"),
     "doctor": ("liquid_control.commands.doctor", "pre-flight check: ROS, camera vs model, inference time, flight-controller link, failsafe settings"),

@@ -25,9 +25,10 @@ PYTHON_KEYS = {
     "pymavlink": "python3-pymavlink-pip", "pybullet": "python3-pybullet-pip", "pybullet_data": "python3-pybullet-pip",
     "onnxruntime": "python3-onnxruntime-pip", "gymnasium": "python3-gymnasium-pip", "rosbags": "python3-rosbags-pip",
     "onnx": None, "onnxscript": None, "safetensors": None, "mcap": None, "mcap_ros2": None,
+    "ray": None,  # optional: collect/evaluate --ray and sweep only (docs/SCALE.md)
 }
 REQUIREMENT_OF = {"onnx": "onnx", "onnxscript": "onnxscript", "safetensors": "safetensors", "mcap": "mcap",
-                  "mcap_ros2": "mcap-ros2-support"}
+                  "mcap_ros2": "mcap-ros2-support", "ray": "ray"}
 # ROS packages whose Python modules are imported, and what they are called in package.xml.
 ROS_PACKAGES = {"rclpy", "rcl_interfaces", "ament_index_python", "launch", "launch_ros", "std_srvs"}
 

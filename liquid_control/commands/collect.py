@@ -2,15 +2,19 @@
 
     liquid-control collect --suite train --episodes N --out DIR [--workers W] [--seed S]
                            [--perturbed-fraction F] [--size HxW] [--policy MODEL] [--duration S]
+                           [--ray [ADDRESS]]
 
 One shard per episode (``DIR/<scenario>_<seed>.npz``, see learning/dataset.py); episodes
-whose shard exists are skipped, so re-running the same command resumes.
+whose shard exists are skipped, so re-running the same command resumes. With --ray the episodes are
+Ray tasks (a local Ray, or the cluster at ADDRESS; docs/SCALE.md) and the shards are the same.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from liquid_control.util.executors import add_ray_argument
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -35,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, default=None,
                         help="model file: the policy flies and the expert labels (DAgger)")
     parser.add_argument("--duration", type=float, default=None, help="override episode length (s)")
+    add_ray_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         config = CollectConfig(height=args.size[0], width=args.size[1], perturbed_fraction=args.perturbed_fraction,
                                duration_s=args.duration, policy_path=None if args.policy is None else str(args.policy))
         summary = collect(args.suite, args.out, episodes=args.episodes, workers=args.workers, base_seed=args.seed,
-                          config=config, progress=not args.no_progress)
+                          config=config, progress=not args.no_progress, ray_address=args.ray)
     except (ScenarioError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

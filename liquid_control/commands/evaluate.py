@@ -2,12 +2,13 @@
 
     liquid-control evaluate --model M --suite S [--suite S2 ...] [--episodes N] [--workers W] [--seed S]
                             [--json OUT] [--markdown OUT] [--plots DIR] [--record DIR]
-                            [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS]
+                            [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS] [--ray [ADDRESS]]
     liquid-control evaluate --compare LABEL=REPORT.json[,REPORT2.json] [--compare ...] [--markdown OUT]
 
 Images -> perception -> policy -> flight controller through the policy node's own loop and the
 deployed runtimes, recurrent state carried (evaluation/closed_loop.py). Episode k of
 a scenario uses seed S + k (default S = 1,000,000, held out from training data). Prints the Markdown table; --json keeps every episode.
+With --ray the episodes are Ray tasks (a local Ray, or the cluster at ADDRESS; docs/SCALE.md), same results.
 --compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite;
 the same LABEL given again is another training seed of that model (cells: mean and min-max over seeds).
 """
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
+from liquid_control.util.executors import add_ray_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,18 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-timespan", type=float, default=None, metavar="PERIODS",
                         help="ablation: feed this constant timespan (nominal frame periods) instead of the real "
                              "capture-time differences, to measure how much the model uses frame timing")
+    add_ray_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _finite(value):
-    """JSON has no NaN: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -87,7 +79,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liquid_control.evaluation.closed_loop import evaluate_suites
+    from liquid_control.evaluation.closed_loop import evaluate_suites, finite_json
     from liquid_control.models.model_file import ModelFileError
     from liquid_control.simulation.scenario import ScenarioError
 
@@ -100,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_suites(args.model, args.suite or ["train"], episodes=args.episodes, workers=args.workers,
                                  base_seed=args.seed, duration_s=args.duration, plots_dir=args.plots,
                                  record_dir=args.record, backend=args.backend, progress=not args.no_progress,
-                                 fixed_timespan=args.fixed_timespan)
+                                 fixed_timespan=args.fixed_timespan, ray_address=args.ray)
     except (ModelFileError, ScenarioError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -109,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"({len(report.episodes)} episodes in {report.wall_s:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_finite(report.to_dict()), indent=1))
+        args.json.write_text(json.dumps(finite_json(report.to_dict()), indent=1))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table)

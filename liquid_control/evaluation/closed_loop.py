@@ -8,8 +8,9 @@ clamps); every control step of the simulator is a tick of that loop. See inferen
 `fixed_timespan` replaces every timespan by a constant: an ablation that shows how much a model
 relies on real frame timing (not a deploy mode).
 
-`evaluate_suites` flies every episode of one or more suites in worker processes (each
-loads the model once) and reports per scenario and per suite: success rate with a 95%
+`evaluate_suites` flies every episode of one or more suites on an executor (util/executors.py: this
+process, a local process pool or Ray tasks; every worker process loads the model once, and Ray
+workers get the model file's bytes, so they need no shared filesystem) and reports per scenario and per suite: success rate with a 95%
 Wilson interval, mean time to goal (successful episodes), mean final distance, crashes,
 arena exits, timeouts and fail-safe events; as JSON and a Markdown table, with optional
 per-episode top-down trajectory plots.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ import numpy as np
 from liquid_control.inference.loop import PolicyLoop, PolicyLoopConfig, checked_fixed_timespan
 from liquid_control.inference.pipeline import DeployedPipeline
 from liquid_control.simulation.episode import Observation
+from liquid_control.util.executors import executor_for, local_path, ship
 
 
 class PolicyController:
@@ -98,12 +99,15 @@ HELD_OUT_SEED = 1_000_000
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model: str, backend: str, policy_source: str | None = None,
+def _init_worker(model: Any, backend: str, policy_source: Any = None,
                  fixed_timespan: float | None = None) -> None:
+    """Once per worker process: load the model (`model`, `policy_source`: paths, or files shipped to a
+    remote worker, see util.executors.ship)."""
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["controller"] = PolicyController.from_model(model, backend=backend, policy_source=policy_source,
+    _WORKER["controller"] = PolicyController.from_model(local_path(model), backend=backend,
+                                                        policy_source=local_path(policy_source),
                                                         fixed_timespan=fixed_timespan)
 
 
@@ -145,6 +149,17 @@ def _fly(job: tuple) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- reports
+def finite_json(value: Any) -> Any:
+    """JSON has no NaN: null instead, through nested dicts and lists (reports written with json.dumps)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def summarise(metrics: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """One report row: success with Wilson 95% interval, time to goal, final distance, failures."""
     from liquid_control.evaluation.stats import finite_mean, proportion
@@ -193,8 +208,12 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
                     base_seed: int = HELD_OUT_SEED, duration_s: float | None = None,
                     plots_dir: str | Path | None = None, record_dir: str | Path | None = None,
                     backend: str = "auto", progress: bool = True,
-                    fixed_timespan: float | None = None) -> EvaluationReport:
+                    fixed_timespan: float | None = None, ray_address: str | None | bool = False) -> EvaluationReport:
     """Fly `model` on every suite (episode k of a scenario: seed base_seed + k) and summarise.
+
+    `ray_address`: False -> `workers` local processes; None -> a local Ray with `workers` CPUs; an
+    address -> that Ray cluster. The episodes are the same; plots and bags are written by the workers
+    (on a multi-node cluster: on the workers' disks unless the folders are on a shared filesystem).
 
     With `record_dir`, every episode is also recorded as a rosbag2 MCAP bag
     `record_dir/<suite>/<scenario>_<seed>` (liquid-control evaluate-bag and replay read it)."""
@@ -224,34 +243,29 @@ def evaluate_suites(model: str | Path, suites: list[str], episodes: int | None =
                 jobs.append((suite.name, entry.scenario, seed, duration_s, plot, bag))
     start = time.perf_counter()
     backend = _runtime_backend(backend)
-    sources: tuple = (str(model), backend, None)
+    sources: tuple = (model, backend, None)
     export_dir = None
-    if backend == "onnxruntime":  # export + verify once here, not once per worker
-        import tempfile
-
-        from liquid_control.inference.export import export_model_file
-
-        export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
-        exported = export_model_file(model, export_dir.name)
-        sources = (str(exported.perception_path), backend, str(exported.policy_path))
-    sources = (*sources, fixed_timespan)
-    bar = tqdm(total=len(jobs), desc=f"evaluate {Path(model).name}", unit="ep", disable=not progress,
-               file=sys.stderr)
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
     try:
-        if workers == 1:
-            _init_worker(*sources)
-            for job in jobs:
-                results.append(_fly(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                     initargs=sources) as pool:
-                for metrics in pool.map(_fly, jobs, chunksize=1):
-                    results.append(metrics)
+        if backend == "onnxruntime":  # export + verify once here, not once per worker
+            import tempfile
+
+            from liquid_control.inference.export import export_model_file
+
+            export_dir = tempfile.TemporaryDirectory(prefix="liquid_eval_")
+            exported = export_model_file(model, export_dir.name)
+            sources = (exported.perception_path, backend, exported.policy_path)
+        with executor_for(workers, ray_address) as executor:
+            setup = (ship(sources[0], executor), backend, ship(sources[2], executor), fixed_timespan)
+            bar = tqdm(total=len(jobs), desc=f"evaluate {Path(model).name}", unit="ep", disable=not progress,
+                       file=sys.stderr)
+            try:
+                for index, metrics in executor.run(_fly, jobs, _init_worker, setup):
+                    results[index] = metrics  # job order, whatever order they finish in
                     bar.update()
+            finally:
+                bar.close()
     finally:
-        bar.close()
         if export_dir is not None:
             export_dir.cleanup()
     report: dict[str, dict[str, Any]] = {}

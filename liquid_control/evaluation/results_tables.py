@@ -29,14 +29,12 @@ END = "<!-- /results-table -->"
 _BLOCK = re.compile(r"<!-- results-table: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /results-table -->", re.S)
 
 
-def comparison_markdown(models: list[tuple[str, list[dict[str, Any]]]]) -> str:
-    """One row per model, one column per suite: success over the suite's episodes.
+def comparison_data(models: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The numbers of `comparison_markdown`: {"columns": [suite...], "rows": [{"label", "runs", "cells":
+    {suite: {"runs", "rate" | "mean"/"min"/"max" (percent), "success" (a single run's Wilson interval)}}}]}.
 
     `models`: (label, evaluation reports as written by `evaluate --json`), one entry per training run;
-    a run's reports are merged by suite (a suite twice in one run is an error: which counts?). A label
-    given once gives "rate [95% Wilson] (n=episodes)"; a label given for several runs (training seeds)
-    gives "mean% (min-max, k seeds)" over the runs that report the suite, so a difference between two
-    models is real only where their seed ranges do not overlap."""
+    a run's reports are merged by suite (a suite twice in one run is an error: which counts?)."""
     columns: list[str] = []
     runs: dict[str, list[dict[str, dict[str, Any]]]] = {}
     for label, reports in models:
@@ -50,21 +48,43 @@ def comparison_markdown(models: list[tuple[str, list[dict[str, Any]]]]) -> str:
                     columns.append(suite)
         runs.setdefault(label, []).append(merged)
     columns.sort(key=lambda name: (name != "train", name))  # train first, then the others alphabetically
-    lines = ["| model | " + " | ".join(f"`{c}`" for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    rows = []
     for label, label_runs in runs.items():
-        cells = []
+        cells: dict[str, Any] = {}
         for suite in columns:
             totals = [run[suite]["success"] for run in label_runs if suite in run]
             if not totals:
-                cells.append("—")
-            elif len(label_runs) == 1:
-                s = totals[0]
-                cells.append(f"{100 * s['rate']:.0f}% [{100 * s['low']:.0f}, {100 * s['high']:.0f}] "
+                continue
+            rates = [100 * s["rate"] for s in totals]
+            cells[suite] = {"runs": len(totals), "rates": rates, "mean": float(np.mean(rates)),
+                            "min": min(rates), "max": max(rates),
+                            "success": totals[0] if len(label_runs) == 1 else None}
+        rows.append({"label": label, "runs": len(label_runs), "cells": cells})
+    return {"columns": columns, "rows": rows}
+
+
+def comparison_markdown(models: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    """One row per model, one column per suite: success over the suite's episodes.
+
+    `models` as for `comparison_data`. A label given once gives "rate [95% Wilson] (n=episodes)"; a label
+    given for several runs (training seeds) gives "mean% (min-max, k seeds)" over the runs that report the
+    suite, so a difference between two models is real only where their seed ranges do not overlap."""
+    data = comparison_data(models)
+    columns = data["columns"]
+    lines = ["| model | " + " | ".join(f"`{c}`" for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for row in data["rows"]:
+        texts = []
+        for suite in columns:
+            cell = row["cells"].get(suite)
+            if cell is None:
+                texts.append("—")
+            elif row["runs"] == 1:
+                s = cell["success"]
+                texts.append(f"{100 * s['rate']:.0f}% [{100 * s['low']:.0f}, {100 * s['high']:.0f}] "
                              f"(n={s['trials']})")
             else:
-                rates = [100 * s["rate"] for s in totals]
-                cells.append(f"{np.mean(rates):.0f}% ({min(rates):.0f}-{max(rates):.0f}, {len(rates)} seeds)")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                texts.append(f"{cell['mean']:.0f}% ({cell['min']:.0f}-{cell['max']:.0f}, {cell['runs']} seeds)")
+        lines.append(f"| {row['label']} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 
 

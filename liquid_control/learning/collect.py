@@ -10,6 +10,11 @@ the expert labels every step.
 Episode k of a scenario uses seed ``base_seed + k``; whether it is perturbed is drawn from
 that seed, so a re-run produces the same data set, and `collect` skips episodes whose shard
 already exists (resume after a crash or Ctrl-C).
+
+Episodes run on an executor (util/executors.py: in this process, a local process pool, or Ray tasks),
+all through `_collect_job`: the worker flies the episode and compresses its shard, and this process
+writes the bytes. So on a Ray cluster the shards land on the driver's disk; workers need no shared
+filesystem (the DAgger policy file is sent to them too).
 """
 from __future__ import annotations
 
@@ -17,16 +22,17 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
-from liquid_control.learning.dataset import EpisodeData, list_shards, shard_name, write_shard
+from liquid_control.learning.dataset import (EpisodeData, list_shards, shard_bytes, shard_name,
+                                             write_shard_bytes)
 from liquid_control.simulation.expert import PerturbationConfig
+from liquid_control.util.executors import check_address, executor_for, local_path, ship
 
 
 @dataclass(frozen=True)
@@ -112,15 +118,25 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
               "image_encoding": "rgb8"})
 
 
-def _collect_job(job: tuple) -> tuple[str, int, str]:
-    """Worker: fly one episode, write its shard; returns (scenario, seed, controller mode)."""
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(policy: Any = None) -> None:
+    """Once per worker process: where the DAgger policy file is (shipped to remote workers)."""
     import torch
 
     torch.set_num_threads(1)  # one worker per core; torch must not oversubscribe them
-    scenario, seed, config, out_dir = job
+    _WORKER["policy_path"] = local_path(policy)
+
+
+def _collect_job(job: tuple) -> tuple[str, int, str, bytes]:
+    """Worker: fly one episode -> (scenario, seed, controller mode, shard bytes). The same function
+    for every executor, so the data does not depend on where an episode was flown."""
+    scenario, seed, config = job
+    if config.policy_path is not None:
+        config = replace(config, policy_path=_WORKER["policy_path"])
     episode = collect_episode(scenario, seed, config)
-    write_shard(Path(out_dir) / shard_name(scenario.name, seed), episode)
-    return scenario.name, seed, episode.meta["controller"]
+    return scenario.name, seed, episode.meta["controller"], shard_bytes(episode, f"{scenario.name}#{seed}")
 
 
 @dataclass
@@ -140,8 +156,12 @@ def plan_jobs(suite: Any, episodes: int | None, base_seed: int) -> list[tuple[An
 
 def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = None, workers: int = 1,
             base_seed: int = 0, config: CollectConfig = CollectConfig(), progress: bool = True,
-            on_episode: Callable[[str, int], None] | None = None) -> CollectSummary:
-    """Collect a suite into `out_dir` (one shard per episode), skipping shards that already exist."""
+            on_episode: Callable[[str, int], None] | None = None,
+            ray_address: str | None | bool = False) -> CollectSummary:
+    """Collect a suite into `out_dir` (one shard per episode), skipping shards that already exist.
+
+    `ray_address`: False -> `workers` local processes; None -> a local Ray with `workers` CPUs; an
+    address -> that Ray cluster (util/executors.py). The episodes and their shards are the same."""
     from tqdm import tqdm
 
     from liquid_control.simulation.suite import load_suite
@@ -155,32 +175,27 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
     out.mkdir(parents=True, exist_ok=True)
     existing = {p.name for p in list_shards(out)}
     planned = plan_jobs(suite, episodes, base_seed)
-    jobs = [(sc, seed, config, str(out)) for sc, seed in planned if shard_name(sc.name, seed) not in existing]
+    jobs = [(sc, seed, config) for sc, seed in planned if shard_name(sc.name, seed) not in existing]
     modes: dict[str, int] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"collect {suite.name}", unit="ep", disable=not progress, file=sys.stderr)
-    try:
-        if workers == 1:
-            for job in jobs:
-                name, seed, mode = _collect_job(job)
+    if not jobs and isinstance(ray_address, str):
+        check_address(ray_address)  # nothing to fly, but a bad address is still an error
+    with executor_for(workers, ray_address if jobs else False) as executor:
+        bar = tqdm(total=len(jobs), desc=f"collect {suite.name}", unit="ep", disable=not progress, file=sys.stderr)
+        try:
+            for _, (name, seed, mode, data) in executor.run(_collect_job, jobs, _init_worker,
+                                                            (ship(config.policy_path, executor),)):
+                write_shard_bytes(out / shard_name(name, seed), data)
                 modes[mode] = modes.get(mode, 0) + 1
                 bar.update()
                 if on_episode:
                     on_episode(name, seed)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_collect_job, job) for job in jobs]
-                for future in as_completed(futures):
-                    name, seed, mode = future.result()
-                    modes[mode] = modes.get(mode, 0) + 1
-                    bar.update()
-                    if on_episode:
-                        on_episode(name, seed)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     summary = CollectSummary(out_dir=str(out), planned=len(planned), skipped_existing=len(planned) - len(jobs),
                              written=len(jobs), wall_s=time.perf_counter() - start, modes=modes)
     record = {"suite": suite.name, "episodes_per_scenario": episodes, "base_seed": base_seed,
+              "executor": "local" if ray_address is False else f"ray {ray_address or 'local'}",
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "config": {**asdict(config), "perturbation": asdict(config.perturbation)}, **asdict(summary)}
     _append_run(out / "collection.json", record)

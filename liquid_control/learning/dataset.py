@@ -27,6 +27,7 @@ whole; readers skip hidden files. Loading uses ``allow_pickle=False``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -106,12 +107,10 @@ def _nan(shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, np.nan, dtype=np.float32)
 
 
-def write_shard(path: str | os.PathLike, episode: EpisodeData) -> Path:
-    """Write one episode atomically: hidden temp file, fsync, rename, fsync the directory."""
-    path = Path(path)
-    if path.suffix != SHARD_SUFFIX:
-        raise DatasetError(f"{path}: shard names must end in {SHARD_SUFFIX}")
-    episode.validate(str(path))
+def shard_bytes(episode: EpisodeData, where: str = "episode") -> bytes:
+    """One episode as the bytes of a shard file (compressed .npz); `write_shard_bytes` stores them.
+    Split from write_shard so a remote worker compresses and the driver only writes (collect --ray)."""
+    episode.validate(where)
     n = len(episode)
     arrays = {
         "images": episode.images,
@@ -128,11 +127,21 @@ def write_shard(path: str | os.PathLike, episode: EpisodeData) -> Path:
     if episode.segmentation is not None:
         arrays["segmentation"] = episode.segmentation
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def write_shard_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write shard bytes atomically: hidden temp file, fsync, rename, fsync the directory."""
+    path = Path(path)
+    if path.suffix != SHARD_SUFFIX:
+        raise DatasetError(f"{path}: shard names must end in {SHARD_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -146,6 +155,14 @@ def write_shard(path: str | os.PathLike, episode: EpisodeData) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_shard(path: str | os.PathLike, episode: EpisodeData) -> Path:
+    """Write one episode atomically (see write_shard_bytes)."""
+    path = Path(path)
+    if path.suffix != SHARD_SUFFIX:
+        raise DatasetError(f"{path}: shard names must end in {SHARD_SUFFIX}")
+    return write_shard_bytes(path, shard_bytes(episode, str(path)))
 
 
 def _json_default(value: Any) -> Any:

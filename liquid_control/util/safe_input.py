@@ -139,7 +139,10 @@ def _expanded_size(root: yaml.Node) -> int:
 
 def load_yaml_text(text: str) -> Any:
     """yaml.safe_load(text) within the module's bounds; InputError (a ValueError) otherwise."""
-    loader = _BoundedLoader(text)
+    try:  # the reader checks the characters (a control character is a YAMLError) as it is built
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as err:
+        raise InputError(f"not valid YAML: {clip(str(err), 300)}") from None
     try:
         root = loader.get_single_node()
         if root is None:
