@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liquid_control.evaluation.closed_loop import evaluate_suites  # noqa: E402
 from liquid_control.learning.collect import CollectConfig, collect  # noqa: E402
+from liquid_control.util.executors import start_local_ray  # noqa: E402
 
 
 def main() -> None:
@@ -73,7 +74,7 @@ def main() -> None:
             start = time.perf_counter()
             for attempt in (1, 2):  # Ray waits a fixed 30 s for its raylet: too short on a saturated machine
                 try:
-                    ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+                    start_local_ray(ray, cpus, log_to_driver=False)
                     break
                 except Exception as err:
                     if attempt == 2 or "timed out during startup" not in str(err):

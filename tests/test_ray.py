@@ -17,14 +17,14 @@ ray = pytest.importorskip("ray")
 from liquid_control.cli import main as cli_main  # noqa: E402
 from liquid_control.learning.collect import CollectConfig, collect  # noqa: E402
 from liquid_control.learning.dataset import list_shards, read_shard  # noqa: E402
-from liquid_control.util.executors import RayExecutor, SerialExecutor  # noqa: E402
+from liquid_control.util.executors import RayExecutor, SerialExecutor, start_local_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     for attempt in (1, 2):
         try:
-            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            start_local_ray(ray, 2, log_to_driver=False)
             break
         except Exception as err:  # Ray waits a fixed 30 s for its raylet, too short on a saturated machine
             if attempt == 2 or "timed out during startup" not in str(err):
@@ -40,6 +40,10 @@ def _arrays(folder):
     shards = {p.name: read_shard(p) for p in list_shards(folder)}
     return {name: (e.images, e.labels, e.commands, e.capture_times_s, e.positions, e.meta["controller"])
             for name, e in shards.items()}
+
+
+def test_a_run_local_ray_lives_on_loopback(local_ray):
+    assert [node["NodeManagerAddress"] for node in local_ray.nodes()] == ["127.0.0.1"]
 
 
 def test_collect_on_ray_equals_the_process_pool_and_resumes_after_an_interrupt(local_ray, tmp_path, tiny_suite):

@@ -27,6 +27,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 RAY_VERSION = "2.60.0"  # requirements.txt pins this
 RAY_MISSING = f"--ray needs Ray: pip install ray=={RAY_VERSION}"
+# A local Ray started for one run binds to loopback only: its GCS, raylet and workers talk over 127.0.0.1,
+# never over the machine's network interface.
+LOCAL_NODE_IP = "127.0.0.1"
 CONNECT_TIMEOUT_S = 5.0  # a bad address fails in seconds (ray.init itself retries for minutes)
 
 Job = Any
@@ -132,6 +135,21 @@ def import_ray() -> Any:
     except ImportError:
         raise RayError(RAY_MISSING) from None
     return ray
+
+
+def start_local_ray(ray: Any, num_cpus: int | None, **options: Any) -> None:
+    """ray.init for a Ray that lives only for this run, on loopback.
+
+    Ray replaces 127.0.0.1 with the machine's interface address unless it believes it is not a cluster
+    (its switch for Windows/macOS laptops); a run-local Ray is not one, so its processes are told so
+    (the environment, inherited by the raylet and the workers) and so is this one (the module constant,
+    read when Ray looks up the node address). Without that internal constant Ray picks as it always does."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, _node_ip_address=LOCAL_NODE_IP,
+             **options)
 
 
 def check_address(address: str) -> str:
@@ -257,7 +275,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[An
     if address is None:
         if num_cpus is not None and num_cpus < 1:
             raise RayError(f"--ray: the local Ray needs >= 1 CPU, got {num_cpus}")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+        start_local_ray(ray, num_cpus)
     else:
         # Workers on other nodes need the project installed (docs/SCALE.md); working_dir is not shipped.
         ray.init(address=address, configure_logging=False)
