@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,9 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel
 
+        # 1x1 conv weights: autograd gives their size-1 dims other strides than DDP's bucket views, which
+        # torch reports once per rank; the bytes are laid out alike, so there is nothing to fix.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         step_module = DistributedDataParallel(TrainStep(perception, policy, aux_head),
                                               device_ids=[device] if device.type == "cuda" else None)
 
