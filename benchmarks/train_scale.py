@@ -66,7 +66,8 @@ def measure(config_path: str, steps: int, threads: int, device_name: str, batch_
             from torch.nn.parallel import DistributedDataParallel
 
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            module = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+            module = DistributedDataParallel(module, broadcast_buffers=False,  # as train does
+                                             device_ids=[device] if device.type == "cuda" else None)
         parameters = [p for p in module.parameters()]
         optimizer = torch.optim.AdamW(parameters, lr=1e-3)
         state = policy.initial_state(o.batch_size, on)

@@ -21,8 +21,13 @@ the batches come from learning/sampler.py; this file is the loop, readable top t
    new episodes join the training set, training continues.
 
 Outputs: the model file (with the recipe, data and metrics in its `training` metadata), and in
-`output.run_dir` a CSV log (`train_log.csv`) and a loss plot (`loss.png`). Same seed and data ->
-same result (up to floating-point non-determinism across thread counts).
+`output.run_dir` a CSV log (`train_log.csv`), a loss plot (`loss.png`) and `checkpoint.pt` (after every
+epoch; `train(..., resume=True)` / `--resume` continues from it). Same seed and data -> same result (up to
+floating-point non-determinism across thread counts).
+
+Under torchrun (WORLD_SIZE > 1) every rank runs this loop with the networks in DistributedDataParallel:
+its own sampler streams, batch_size streams per rank, validation shared out and summed, rank 0 alone
+collecting, writing and logging (learning/distributed.py, docs/SCALE.md).
 """
 from __future__ import annotations
 
@@ -292,7 +297,9 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         # 1x1 conv weights: autograd gives their size-1 dims other strides than DDP's bucket views, which
         # torch reports once per rank; the bytes are laid out alike, so there is nothing to fix.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        step_module = DistributedDataParallel(TrainStep(perception, policy, aux_head),
+        # No buffer changes in training (wiring masks, command scale, feature normalisation; no batch norm),
+        # so they are not re-broadcast every step; the per-epoch digest check covers buffers too.
+        step_module = DistributedDataParallel(TrainStep(perception, policy, aux_head), broadcast_buffers=False,
                                               device_ids=[device] if device.type == "cuda" else None)
 
         def forward(batch: Batch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
