@@ -45,7 +45,8 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     perception, policy = build_models(config)
     o = config.optim
     sampler = StreamSampler(episodes, o.batch_size, o.sequence_length, config.augment, config.data.frame_period_s,
-                            o.random_start_prob, np.random.default_rng(0))
+                            o.random_start_prob, np.random.default_rng(0), task_weights=config.data.task_weights,
+                            burn_in_frames=o.burn_in_frames, dagger_weight=config.dagger.sample_weight)
     head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE) if o.aux_weight > 0 else None
     parameters = list(perception.parameters()) + list(policy.parameters())
     parameters += list(head.parameters()) if head is not None else []

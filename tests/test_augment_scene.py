@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.learning.augment import (GROUND, OTHER, SKY, TARGET, AugmentConfig, SceneDraw, apply_scene,
-                                             flip_labels, sample_scene)
+from liquid_control.learning.augment import (GROUND, OTHER, SKY, TARGET, AugmentConfig, HideDraw, SceneDraw,
+                                             apply_scene, flip_labels, hide_target, sample_scene)
 from liquid_control.learning.dataset import EpisodeData, read_shard, write_shard
 from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, aux_targets
 from liquid_control.simulation import CameraConfig, RayCastRenderer
@@ -169,3 +169,52 @@ def test_per_sequence_drop_probability_spreads_timespans():
     assert spans["wide"].max() >= 4.0 and spans["wide"].mean() > 1.5
     with pytest.raises(ValueError, match="frame_drop_prob_max"):
         AugmentConfig(frame_drop_prob_max=0.99)
+
+
+def _hide_episode(n=120, h=12, w=16):
+    images, seg = striped_sequence(frames=n, h=h, w=w)
+    return EpisodeData(images=images, capture_times_s=np.arange(n) / 30.0,
+                       labels=np.tile(np.array([0.4, 0.3, 0.0, 0.5], np.float32), (n, 1)), segmentation=seg,
+                       positions=np.zeros((n, 3), np.float32), yaws=np.zeros(n, np.float32),
+                       targets=np.tile(np.array([3.0, 0.5, 0.0], np.float32), (n, 1)))
+
+
+def test_hidden_target_box_covers_the_target_and_black_frames_are_black():
+    images, seg = striped_sequence(frames=4)
+    hidden = np.array([False, True, True, False])
+    box = hide_target(images, seg, hidden, HideDraw(0.0, 1.0, black=False, grey=100.0))
+    for k in range(4):
+        target = box[k][seg[k] == TARGET]
+        if hidden[k]:
+            assert (target == 100).all() and not (box[k] == RED).all(axis=-1).any()
+            np.testing.assert_array_equal(box[k, :, 10:], images[k, :, 10:])  # the rest of the scene is kept
+        else:
+            np.testing.assert_array_equal(box[k], images[k])
+    black = hide_target(images, seg, hidden, HideDraw(0.0, 1.0, black=True, grey=100.0))
+    assert not black[hidden].any() and (black[~hidden] == images[~hidden]).all()
+
+
+def test_sampler_hides_the_target_in_gaps_that_span_chunks_and_keeps_the_labels():
+    episode = _hide_episode()
+    config = AugmentConfig(**{**AugmentConfig.none().__dict__, "hide_prob": 1.0, "hide_duration_s": (0.5, 0.9)})
+    sampler = StreamSampler([episode], 4, 10, config, 1 / 30.0, 0.0, np.random.default_rng(3))
+    hidden_runs = np.zeros((4, 0), bool)
+    for _ in range(6):
+        batch = sampler.next_batch()
+        np.testing.assert_allclose(batch.labels[batch.mask > 0], np.tile([0.4, 0.3, 0.0, 0.5], (40, 1)))
+        red = (batch.images == RED).all(axis=-1).any(axis=(2, 3))  # (B, T): target visible
+        np.testing.assert_array_equal(np.isnan(batch.aux).any(axis=-1), ~red)  # aux unknown exactly when hidden
+        hidden_runs = np.concatenate([hidden_runs, ~red], axis=1)
+    complete = []
+    for row in hidden_runs:  # 60 frames per stream; gaps that start and end inside them
+        edges = np.flatnonzero(np.diff(row.astype(int))) + 1
+        starts = [e for e in edges if row[e]]
+        complete += [next(e for e in edges if e > s and not row[e]) - s for s in starts if any(
+            e > s and not row[e] for e in edges)]
+    # Every complete gap lasts 0.5-0.9 s of 30 Hz frames, also when it crosses a 10-frame chunk boundary.
+    assert len(complete) >= 3 and all(14 <= n <= 28 for n in complete), complete
+    assert any(n > 10 for n in complete)
+    off = StreamSampler([episode], 4, 10, AugmentConfig.none(), 1 / 30.0, 0.0, np.random.default_rng(3))
+    assert (off.next_batch().images == RED).all(axis=-1).any(axis=(2, 3)).all()
+    with pytest.raises(ValueError, match="hide_duration_s"):
+        AugmentConfig(hide_duration_s=(1.0, 0.5))

@@ -143,6 +143,12 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    for text in ("data: {task_weights: {chase: -1}}", "data: {task_weights: {chase: 0}}",
+                 "data: {task_weights: {chase: fast}}", "optim: {burn_in_frames: -3}",
+                 "dagger: {sample_weight: 0}"):
+        bad.write_text(text + "\n")
+        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight"):
+            load_config(bad)
     config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2})
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
 
@@ -287,3 +293,42 @@ def test_init_from_copies_a_model_files_weights_and_refuses_other_networks(tmp_p
         initialise_from(other_perception, other_policy, str(path))
     with pytest.raises(ConfigError, match="init_from"):
         initialise_from(perception, policy, str(tmp_path / "missing.safetensors"))
+
+
+def _task_episode(n, task, value):
+    images = np.zeros((n, 4, 4, 3), np.uint8)
+    return EpisodeData(images=images, capture_times_s=np.arange(n) * PERIOD,
+                       labels=np.full((n, 4), value, np.float32), meta={"task": task})
+
+
+def test_task_weights_shift_sampling_towards_a_task():
+    episodes = [_task_episode(50, "chase", 1.0), _task_episode(50, "fly_to_target", 0.0)]
+
+    def chase_fraction(weights):
+        sampler = StreamSampler(episodes, 64, 10, AugmentConfig.none(), PERIOD, 0.0, np.random.default_rng(0),
+                                task_weights=weights)
+        return float(sampler.next_batch().labels[:, 0, 0].mean())
+
+    assert 0.3 < chase_fraction(None) < 0.7
+    assert chase_fraction({"chase": 4.0}) > 0.7
+    assert chase_fraction({"chase": 0.0}) == 0.0
+    episodes[0].meta["dagger_round"] = 1
+    sampler = StreamSampler(episodes, 64, 10, AugmentConfig.none(), PERIOD, 0.0, np.random.default_rng(0),
+                            dagger_weight=4.0)
+    assert float(sampler.next_batch().labels[:, 0, 0].mean()) > 0.7
+    with pytest.raises(ValueError, match="no training frame"):
+        StreamSampler(episodes, 2, 10, AugmentConfig.none(), PERIOD, 0.0, np.random.default_rng(0),
+                      task_weights={"chase": 0.0, "fly_to_target": 0.0})
+
+
+def test_burn_in_masks_the_first_frames_of_mid_episode_starts_only():
+    sampler = StreamSampler([_episode(400)], batch_size=32, sequence_length=8, augment=AugmentConfig.none(),
+                            frame_period_s=PERIOD, random_start_prob=0.5, rng=np.random.default_rng(2),
+                            burn_in_frames=12)
+    first, second = sampler.next_batch(), sampler.next_batch()
+    mid_start = first.labels[:, 0, 0] > 0  # labels hold the frame index
+    assert mid_start.any() and (~mid_start).any()
+    assert (first.mask[mid_start] == 0).all() and (first.mask[~mid_start] == 1).all()
+    np.testing.assert_array_equal(second.mask[mid_start][:, :4], 0)  # 12 frames = 8 + 4
+    np.testing.assert_array_equal(second.mask[mid_start][:, 4:], 1)
+    assert (second.mask[~mid_start] == 1).all()

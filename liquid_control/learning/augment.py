@@ -56,6 +56,12 @@ class AugmentConfig:
     cutout_prob: probability per frame of one random rectangle of random colour (target pixels stay).
     cutout_max_frac: largest rectangle side as a fraction of the image side.
     flip_prob: probability per sequence of a horizontal mirror (labels: vy, yaw rate negated).
+    hide_prob: probability, per training chunk of a stream not already in a gap, that the target is
+        hidden from there for a duration drawn from hide_duration_s: black frames, or (with a mask, half
+        the time) a random grey box over the target, as a passing occluder. The labels stay the
+        expert's, so the policy has to carry the course or the chase through the gap from memory
+        (0 = off).
+    hide_duration_s: [low, high] duration of one hidden-target gap (s of capture time).
     """
 
     brightness: float = 0.15
@@ -72,6 +78,8 @@ class AugmentConfig:
     cutout_prob: float = 0.0
     cutout_max_frac: float = 0.4
     flip_prob: float = 0.0
+    hide_prob: float = 0.0
+    hide_duration_s: tuple[float, float] = (0.2, 1.0)
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,7 +97,10 @@ class AugmentConfig:
             problems.append(f"frame_drop_prob_max must be < 0.95, got {self.frame_drop_prob_max}")
         if self.time_jitter_s < 0:
             problems.append(f"time_jitter_s must be >= 0, got {self.time_jitter_s}")
-        for name in ("recolour_prob", "cutout_prob", "flip_prob"):
+        low, high = self.hide_duration_s
+        if not 0.0 < low <= high < 60.0:
+            problems.append(f"hide_duration_s must be [low, high] with 0 < low <= high < 60, got {self.hide_duration_s}")
+        for name in ("recolour_prob", "cutout_prob", "flip_prob", "hide_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("ground_texture_max", "blur_sigma_max"):
@@ -225,6 +236,48 @@ def apply_scene(images: np.ndarray, segmentation: np.ndarray | None, draw: Scene
                 x[k][target] = keep[target]
     out = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     return out[:, :, ::-1] if draw.flip else out
+
+
+# --------------------------------------------------------------------------- hidden target
+@dataclass(frozen=True)
+class HideDraw:
+    """One hidden-target gap: capture-time window [start_s, end_s), black frames or a box of `grey`."""
+
+    start_s: float
+    end_s: float
+    black: bool
+    grey: float  # box colour, grey level 0-255
+
+
+def sample_hide(config: AugmentConfig, rng: np.random.Generator, first_s: float, last_s: float,
+                has_mask: bool) -> HideDraw | None:
+    """With probability hide_prob, a gap that starts between two capture times of the chunk."""
+    if config.hide_prob <= 0 or rng.random() >= config.hide_prob:
+        return None
+    start = float(rng.uniform(first_s, max(first_s, last_s)))
+    black = (not has_mask) or bool(rng.random() < 0.5)
+    return HideDraw(start, start + float(rng.uniform(*config.hide_duration_s)), black,
+                    float(rng.uniform(40.0, 170.0)))
+
+
+def hide_target(images: np.ndarray, segmentation: np.ndarray | None, hidden: np.ndarray,
+                draw: HideDraw) -> np.ndarray:
+    """uint8 (T, H, W, 3) with the frames where `hidden` is true blacked out, or the target covered by a
+    grey box (its bounding box grown by half its size on every side, at least 2 pixels)."""
+    out = images.copy()
+    if draw.black or segmentation is None:
+        out[hidden] = 0
+        return out
+    h, w = images.shape[1:3]
+    for k in np.flatnonzero(hidden):
+        rows, cols = np.nonzero(segmentation[k] == TARGET)
+        if rows.size == 0:
+            continue
+        grow_r = max(2, (rows.max() - rows.min() + 1) // 2)
+        grow_c = max(2, (cols.max() - cols.min() + 1) // 2)
+        out[k, max(0, rows.min() - grow_r):min(h, rows.max() + grow_r + 1),
+            max(0, cols.min() - grow_c):min(w, cols.max() + grow_c + 1)] = np.uint8(round(draw.grey))
+    return out
 
 
 # Label axes that change sign under a horizontal mirror: vy (left) and yaw rate (CCW).

@@ -42,6 +42,8 @@ class DataSection:
     image_topic: str | None = None  # for rosbag2 sources (None: auto-detect)
     command_topic: str | None = None
     frame_period_s: float = 1.0 / 30.0  # nominal camera frame period (s); timespans are divided by it
+    # Relative sampling weight of frames by episode task ("chase", "fly_to_target", ...); 1 when absent.
+    task_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class OptimSection:
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     random_start_prob: float = 0.5  # a new stream starts mid-episode (zero state) with this probability
+    burn_in_frames: int = 0  # such a stream's first frames score no loss while its state warms up
     max_minutes: float | None = None  # stop early (keeping the best epoch) after this much training time
     threads: int = 2  # torch threads per process (under torchrun: per rank)
     # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). Under torchrun "cuda" means this rank's
@@ -82,6 +85,7 @@ class DaggerSection:
     epochs: int = 2  # training epochs after each round
     workers: int = 2
     seed: int = 100000  # seeds of DAgger episodes start here (disjoint from the expert data)
+    sample_weight: float = 1.0  # relative sampling weight of the DAgger episodes' frames
 
 
 @dataclass
@@ -148,6 +152,13 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("optim: epochs and batch_size must be >= 1 and sequence_length >= 2")
     if not (o.learning_rate > 0 and o.final_learning_rate > 0):
         problems.append("optim: learning rates must be > 0")
+    if not 0 <= o.burn_in_frames < o.sequence_length * 100:
+        problems.append("optim.burn_in_frames must be >= 0 and shorter than 100 sequences")
+    if not all(isinstance(w, (int, float)) and 0.0 <= w < 1e3 for w in config.data.task_weights.values()) or (
+            config.data.task_weights and not any(w > 0 for w in config.data.task_weights.values())):
+        problems.append("data.task_weights: every weight must be a number in [0, 1000), not all 0")
+    if not 0.0 < config.dagger.sample_weight < 1e3:
+        problems.append("dagger.sample_weight must be in (0, 1000)")
     if o.threads < 1:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from liquid_control.learning.augment import (AugmentConfig, apply_photometric, apply_scene, drop_mask, flip_labels,
-                                             jitter_times, sample_photometric, sample_scene, timespans)
+                                             hide_target, jitter_times, sample_hide, sample_photometric,
+                                             sample_scene, timespans)
 from liquid_control.learning.dataset import EpisodeData
 
 
@@ -29,6 +30,8 @@ class _Stream:
     photometric: Any = None
     scene: Any = None
     drop_prob: float = 0.0
+    hide: Any = None  # the current hidden-target gap (augment.HideDraw), if any
+    burn_in: int = 0  # frames still to run without loss
 
 
 @dataclass
@@ -82,16 +85,29 @@ class StreamSampler:
     """`batch_size` streams through the training episodes (truncated BPTT with augmentation)."""
 
     def __init__(self, episodes: list[EpisodeData], batch_size: int, sequence_length: int, augment: AugmentConfig,
-                 frame_period_s: float, random_start_prob: float, rng: np.random.Generator) -> None:
+                 frame_period_s: float, random_start_prob: float, rng: np.random.Generator,
+                 task_weights: dict[str, float] | None = None, burn_in_frames: int = 0,
+                 dagger_weight: float = 1.0) -> None:
+        """task_weights: relative sampling weight of a frame by its episode's task (meta "task"; 1 if
+        absent); dagger_weight: the same for episodes flown by the policy in a DAgger round (meta
+        "dagger_round"). burn_in_frames: a stream that starts mid-episode (zero state) scores no loss on its
+        first frames, while the recurrent state warms up as it would have in flight."""
         self.episodes = episodes
         self.sequence_length = sequence_length
         self.augment = augment
         self.frame_period_s = frame_period_s
         self.random_start_prob = random_start_prob
         self.rng = rng
+        self.burn_in_frames = burn_in_frames
         self.streams = [_Stream() for _ in range(batch_size)]
         lengths = np.array([len(e) for e in episodes], dtype=float)
-        self.weights = lengths / lengths.sum()  # every frame equally likely to be visited
+        if task_weights:
+            lengths *= [task_weights.get(str(e.meta.get("task")), 1.0) for e in episodes]
+        if dagger_weight != 1.0:
+            lengths *= [dagger_weight if "dagger_round" in e.meta else 1.0 for e in episodes]
+        if not lengths.sum() > 0:
+            raise ValueError(f"sampler: task_weights {task_weights} leave no training frame to sample")
+        self.weights = lengths / lengths.sum()  # every frame equally likely to be visited (times its task weight)
 
     def _restart(self, stream: _Stream) -> None:
         stream.episode = int(self.rng.choice(len(self.episodes), p=self.weights))
@@ -100,7 +116,9 @@ class StreamSampler:
         if self.rng.random() < self.random_start_prob and length > self.sequence_length:
             start = int(self.rng.integers(0, length - self.sequence_length))
         stream.position = start
+        stream.burn_in = self.burn_in_frames if start > 0 else 0
         stream.last_time_s = None
+        stream.hide = None
         stream.photometric = sample_photometric(self.augment, self.rng)
         stream.drop_prob = self.augment.frame_drop_prob
         if self.augment.frame_drop_prob_max > stream.drop_prob:  # drawn only when on (as below)
@@ -143,14 +161,29 @@ class StreamSampler:
             frames = episode.images[kept]
             labels[i, :n] = episode.labels[kept]
             aux[i, :n] = aux_targets(episode, kept)
+            segmentation = None if episode.segmentation is None else episode.segmentation[kept]
+            hidden = None
+            if self.augment.hide_prob > 0:
+                if stream.hide is None or stream.hide.end_s <= times[0]:
+                    stream.hide = sample_hide(self.augment, self.rng, float(times[0]), float(times[-1]),
+                                              segmentation is not None)
+                if stream.hide is not None:
+                    hidden = (times >= stream.hide.start_s) & (times < stream.hide.end_s)
+                    aux[i, :n][hidden] = np.nan  # perception cannot know where a hidden target is
+                    if not stream.hide.black:  # the box is scenery: recoloured, blurred, flipped with it
+                        frames = hide_target(frames, segmentation, hidden, stream.hide)
             if stream.scene is not None:
-                segmentation = None if episode.segmentation is None else episode.segmentation[kept]
                 frames = apply_scene(frames, segmentation, stream.scene, self.augment, self.rng)
                 if stream.scene.flip:
                     labels[i, :n] = flip_labels(labels[i, :n])
                     aux[i, :n, 0] *= -1.0  # azimuth
+            if hidden is not None and stream.hide.black:  # a dark frame stays dark whatever the scenery
+                frames = hide_target(frames, None, hidden, stream.hide)
             images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
             mask[i, :n] = 1.0
+            if stream.burn_in:
+                mask[i, :min(n, stream.burn_in)] = 0.0
+                stream.burn_in = max(0, stream.burn_in - n)
         return Batch(images, spans, labels, mask, reset, aux)
 
 

@@ -320,7 +320,9 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         """Train `count` epochs; False when the time budget ran out."""
         nonlocal epoch, step, train_seconds, sampler, best
         sampler = StreamSampler(train_set, o.batch_size, o.sequence_length, config.augment,
-                                config.data.frame_period_s, o.random_start_prob, rng)
+                                config.data.frame_period_s, o.random_start_prob, rng,
+                                task_weights=config.data.task_weights, burn_in_frames=o.burn_in_frames,
+                                dagger_weight=config.dagger.sample_weight)
         state = policy.initial_state(o.batch_size, on)
         for _ in range(count):
             epoch += 1
@@ -516,7 +518,10 @@ def _dagger_dir(config: TrainConfig, round_index: int) -> Path:
 def _dagger_episodes(config: TrainConfig, round_index: int) -> list[EpisodeData]:
     from liquid_control.learning.dataset import list_shards, read_shard
 
-    return [e for e in (read_shard(p) for p in list_shards(_dagger_dir(config, round_index))) if len(e) >= 2]
+    episodes = [e for e in (read_shard(p) for p in list_shards(_dagger_dir(config, round_index))) if len(e) >= 2]
+    for episode in episodes:
+        episode.meta["dagger_round"] = round_index + 1  # for dagger.sample_weight
+    return episodes
 
 
 def _save(config: TrainConfig, perception: FeatureExtractor, policy: PolicyModel, best: dict[str, Any],
