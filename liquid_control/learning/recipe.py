@@ -18,6 +18,8 @@ from liquid_control.util.safe_input import InputError, load_yaml_file, short_rep
 
 # Command scale (m/s, m/s, m/s, rad/s): the expert's limits, so a scaled command is within [-1, 1].
 DEFAULT_COMMAND_SCALE = tuple(float(v) for v in ExpertConfig().limits())
+# torch.distributed backends train supports ("auto" picks nccl on CUDA, gloo on the CPU).
+DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl")
 
 
 @dataclass
@@ -68,7 +70,10 @@ class OptimSection:
     random_start_prob: float = 0.5  # a new stream starts mid-episode (zero state) with this probability
     burn_in_frames: int = 0  # such a stream's first frames score no loss while its state warms up
     max_minutes: float | None = None  # stop early (keeping the best epoch) after this much training time
-    threads: int = 2
+    threads: int = 2  # torch threads per process (under torchrun: per rank)
+    # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). Under torchrun "cuda" means this rank's
+    # LOCAL_RANK GPU. The shipped recipes say "cpu", so a machine with a GPU trains as before unless asked.
+    device: str = "cpu"
     aux_weight: float = 0.0  # weight of the auxiliary target-geometry loss on the features (0 = off)
 
 
@@ -81,6 +86,16 @@ class DaggerSection:
     workers: int = 2
     seed: int = 100000  # seeds of DAgger episodes start here (disjoint from the expert data)
     sample_weight: float = 1.0  # relative sampling weight of the DAgger episodes' frames
+
+
+@dataclass
+class DistributedSection:
+    """Settings used only when `train` runs under torchrun (learning/distributed.py, docs/SCALE.md)."""
+
+    backend: str = "auto"  # "auto": nccl when training on CUDA, gloo on the CPU; or "gloo" / "nccl"
+    # How long a rank waits for the others at a collective (rank 0 collecting data or flying a DAgger
+    # round while the others wait at a barrier is the longest); past it the run fails instead of hanging.
+    timeout_minutes: float = 120.0
 
 
 @dataclass
@@ -98,6 +113,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dagger: DaggerSection = field(default_factory=DaggerSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
     output: OutputSection = field(default_factory=OutputSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +163,13 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:
         problems.append("optim.aux_weight must be in [0, 1000)")
+    if not (o.device in ("cpu", "cuda", "auto") or (o.device.startswith("cuda:") and o.device[5:].isdigit())):
+        problems.append(f"optim.device must be cpu, cuda, cuda:N or auto, got {o.device!r}")
+    if config.distributed.backend not in DISTRIBUTED_BACKENDS:
+        problems.append(f"distributed.backend must be one of {list(DISTRIBUTED_BACKENDS)}, "
+                        f"got {config.distributed.backend!r}")
+    if not config.distributed.timeout_minutes > 0:
+        problems.append("distributed.timeout_minutes must be > 0")
     if not config.data.sources:
         problems.append("data.sources must list at least one shard directory, shard or bag")
     if len(config.model.command_scale) != 4 or not all(v > 0 for v in config.model.command_scale):
