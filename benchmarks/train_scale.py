@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE))  # train_step's synthetic episodes, also when run 
 
 from liquid_control.learning import distributed  # noqa: E402
 from liquid_control.learning.recipe import load_config  # noqa: E402
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, prefetched  # noqa: E402
-from liquid_control.learning.train import TrainStep, build_models  # noqa: E402
+from liquid_control.learning.sampler import AUX_SIZE, prefetched  # noqa: E402
+from liquid_control.learning.train import TrainStep, build_models, recipe_sampler  # noqa: E402
 from train_step import synthetic_episodes  # noqa: E402
 
 WARMUP = 3
@@ -56,8 +56,7 @@ def measure(config_path: str, steps: int, threads: int, device_name: str, batch_
         o = config.optim
         pc = perception.config
         episodes = synthetic_episodes(8, 400, pc.height, pc.width)
-        sampler = StreamSampler(episodes, o.batch_size, o.sequence_length, config.augment, config.data.frame_period_s,
-                                o.random_start_prob, np.random.default_rng([0, dist.rank]))
+        sampler = recipe_sampler(config, episodes, np.random.default_rng([0, dist.rank]))
         head = torch.nn.Linear(pc.feature_size, AUX_SIZE).to(device) if o.aux_weight > 0 else None
         module: torch.nn.Module = TrainStep(perception, policy, head)
         if dist.active:

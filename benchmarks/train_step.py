@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liquid_control.learning.dataset import EpisodeData  # noqa: E402
 from liquid_control.learning.recipe import load_config  # noqa: E402
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, prefetched  # noqa: E402
-from liquid_control.learning.train import batch_loss, build_models  # noqa: E402
+from liquid_control.learning.sampler import AUX_SIZE, prefetched  # noqa: E402
+from liquid_control.learning.train import batch_loss, build_models, recipe_sampler  # noqa: E402
 
 
 def synthetic_episodes(count: int, frames: int, height: int, width: int) -> list[EpisodeData]:
@@ -44,9 +44,7 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     torch.manual_seed(0)
     perception, policy = build_models(config)
     o = config.optim
-    sampler = StreamSampler(episodes, o.batch_size, o.sequence_length, config.augment, config.data.frame_period_s,
-                            o.random_start_prob, np.random.default_rng(0), task_weights=config.data.task_weights,
-                            burn_in_frames=o.burn_in_frames, dagger_weight=config.dagger.sample_weight)
+    sampler = recipe_sampler(config, episodes, np.random.default_rng(0))
     head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE) if o.aux_weight > 0 else None
     parameters = list(perception.parameters()) + list(policy.parameters())
     parameters += list(head.parameters()) if head is not None else []

@@ -33,6 +33,7 @@ from liquid_control.learning.dataset import (EpisodeData, list_shards, shard_byt
                                              write_shard_bytes)
 from liquid_control.simulation.expert import PerturbationConfig
 from liquid_control.util.executors import check_address, executor_for, local_path, ship
+from liquid_control.util.paths import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,4 @@ def _append_run(path: Path, record: dict[str, Any]) -> None:
         runs = list(json.loads(path.read_text()).get("runs", []))
     except (OSError, ValueError, AttributeError):
         pass  # no (readable) record yet: start one
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"runs": [*runs, record]}, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"runs": [*runs, record]}, indent=1, default=str))

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from liquid_control.config import ConfigBase, ConfigError
 from liquid_control.evaluation.closed_loop import HELD_OUT_SEED
+from liquid_control.util.paths import write_text_atomic
 from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -227,9 +228,7 @@ def _run_job(job: tuple) -> dict[str, Any]:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 @dataclass

@@ -148,6 +148,14 @@ class TrainResult:
     world_size: int = 1
 
 
+def recipe_sampler(config: TrainConfig, episodes: list[EpisodeData], rng: np.random.Generator) -> StreamSampler:
+    """The training batches a recipe asks for (streams, augmentation, task/DAgger weights, burn-in)."""
+    o = config.optim
+    return StreamSampler(episodes, o.batch_size, o.sequence_length, config.augment, config.data.frame_period_s,
+                         o.random_start_prob, rng, task_weights=config.data.task_weights,
+                         burn_in_frames=o.burn_in_frames, dagger_weight=config.dagger.sample_weight)
+
+
 def build_models(config: TrainConfig) -> tuple[FeatureExtractor, PolicyModel]:
     perception_config = PerceptionConfig(**config.model.perception)
     overrides = dict(config.model.policy)
@@ -319,10 +327,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     def run_epochs(count: int) -> bool:
         """Train `count` epochs; False when the time budget ran out."""
         nonlocal epoch, step, train_seconds, sampler, best
-        sampler = StreamSampler(train_set, o.batch_size, o.sequence_length, config.augment,
-                                config.data.frame_period_s, o.random_start_prob, rng,
-                                task_weights=config.data.task_weights, burn_in_frames=o.burn_in_frames,
-                                dagger_weight=config.dagger.sample_weight)
+        sampler = recipe_sampler(config, train_set, rng)
         state = policy.initial_state(o.batch_size, on)
         for _ in range(count):
             epoch += 1

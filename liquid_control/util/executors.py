@@ -87,8 +87,6 @@ class ProcessExecutor:
 
 
 def local_executor(workers: int) -> SerialExecutor | ProcessExecutor:
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
     return SerialExecutor() if workers == 1 else ProcessExecutor(workers)
 
 

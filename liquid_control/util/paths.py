@@ -5,6 +5,7 @@ Works from a source checkout (editable install), from a pip install (files under
 """
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -34,3 +35,13 @@ def share_dir() -> Path:
 def share_path(*parts: str) -> Path:
     """Path of a shared file, e.g. share_path('sim', 'airframes', 'cf2x.yaml')."""
     return share_dir().joinpath(*parts)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Replace `path` with `text` so a reader sees the old file or the new one, never half of it (a hidden
+    temp file beside it, renamed over it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
