@@ -95,7 +95,8 @@ def test_cutout_never_covers_the_target():
 
 
 @pytest.mark.parametrize("bad", [{"recolour_prob": 1.5}, {"flip_prob": -0.1}, {"blur_sigma_max": -1.0},
-                                 {"cutout_max_frac": 0.0}, {"ground_texture_max": float("nan")}])
+                                 {"cutout_max_frac": 0.0}, {"ground_texture_max": float("nan")},
+                                 {"hide_prob": 1.5}, {"hide_duration_s": (0.0, 0.5)}])
 def test_bad_scene_augmentation_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AugmentConfig(**bad)
