@@ -88,6 +88,29 @@ class DaggerSection:
     sample_weight: float = 1.0  # relative sampling weight of the DAgger episodes' frames
 
 
+# How the kept epoch is chosen (learning/selection.py).
+SELECTION_METRICS = ("val_loss", "closed_loop")
+SELECTION_SEED = 500_000  # closed-loop selection flies seeds from here: not data (0), DAgger (100,000), evaluation (10**6)
+
+
+@dataclass
+class SelectionSection:
+    """Which epoch's weights are kept (the model file) and flown by DAgger rounds.
+
+    "val_loss": the lowest validation loss. "closed_loop": after every epoch from `from_epoch` on, the
+    candidate flies `episodes` episodes per scenario of `suite` through the deploy loop (seeds from `seed`);
+    the highest success rate wins, ties go to the lower validation loss. The validation loss does not rank
+    closed-loop chase (docs/RESULTS.md, round 3), which is why this exists."""
+
+    metric: str = "val_loss"
+    suite: str = "train"
+    episodes: int = 10  # per scenario
+    seed: int = SELECTION_SEED
+    workers: int = 2
+    from_epoch: int = 1  # earlier epochs are not candidates (cheaper: the first epochs rarely win)
+    duration_s: float | None = None  # episode length (s); None: each scenario's own
+
+
 @dataclass
 class DistributedSection:
     """Settings used only when `train` runs under torchrun (learning/distributed.py, docs/SCALE.md)."""
@@ -113,6 +136,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dagger: DaggerSection = field(default_factory=DaggerSection)
+    selection: SelectionSection = field(default_factory=SelectionSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -159,6 +183,15 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("data.task_weights: every weight must be a number in [0, 1000), not all 0")
     if not 0.0 < config.dagger.sample_weight < 1e3:
         problems.append("dagger.sample_weight must be in (0, 1000)")
+    sel = config.selection
+    if sel.metric not in SELECTION_METRICS:
+        problems.append(f"selection.metric must be one of {list(SELECTION_METRICS)}, got {sel.metric!r}")
+    if not (1 <= sel.episodes <= 1000 and 1 <= sel.workers <= 256 and 0 <= sel.seed < 2**31):
+        problems.append("selection: episodes must be in [1, 1000], workers in [1, 256], seed in [0, 2**31)")
+    if sel.duration_s is not None and not 0.1 <= sel.duration_s <= 3600:
+        problems.append("selection.duration_s must be in [0.1, 3600] s")
+    if sel.metric == "closed_loop" and not 1 <= sel.from_epoch <= o.epochs + config.dagger.rounds * config.dagger.epochs:
+        problems.append("selection.from_epoch must name an epoch the recipe runs (1 .. epochs + DAgger epochs)")
     if o.threads < 1:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:

@@ -16,7 +16,9 @@ the batches come from learning/sampler.py; this file is the loop, readable top t
    irregular as a real camera's. Loss: mean squared error of the scaled command. Adam with a
    cosine learning-rate decay and gradient clipping;
 4. validation after every epoch over whole validation episodes from a zero state (as deployed),
-   without augmentation; the best epoch is kept and written with `save_model`;
+   without augmentation; the best epoch is kept and written with `save_model`: the lowest validation
+   loss, or with `selection.metric: closed_loop` the best success when flown closed loop
+   (learning/selection.py);
 5. optional DAgger rounds: the current best policy flies closed loop, the expert labels, the
    new episodes join the training set, training continues.
 
@@ -46,7 +48,7 @@ import numpy as np
 import torch
 
 from liquid_control.config import ConfigError
-from liquid_control.learning import distributed
+from liquid_control.learning import distributed, selection
 from liquid_control.learning.augment import timespans
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
 from liquid_control.learning.recipe import TrainConfig
@@ -236,6 +238,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     rng = np.random.default_rng([config.seed, dist.rank] if dist.active else config.seed)
     # Collection (and DAgger below) runs once, on rank 0, while the other ranks wait; then every rank reads
     # the same files (on several nodes they must see the same filesystem: checked after loading).
+    selection.check(config)
     collection = dist.on_main(lambda: _maybe_collect(config, progress), "data collection")
     perception, policy = build_models(config)
     if config.model.init_from is not None:
@@ -263,7 +266,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
-    best = {"loss": math.inf, "epoch": -1, "perception": None, "policy": None}
+    best = {"loss": math.inf, "score": math.nan, "epoch": -1, "perception": None, "policy": None}
     o = config.optim
     frames_per_batch = o.batch_size * o.sequence_length
     total_epochs = o.epochs + config.dagger.rounds * config.dagger.epochs
@@ -287,8 +290,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
             _restore(saved, dist, perception, policy, aux_head, optimizer, rng, checkpoint_path)
             history, epoch, step = saved["history"], saved["epoch"], saved["step"]
             train_seconds, rounds_done = saved["train_seconds"], saved["rounds_done"]
-            best = {"loss": saved["best_loss"], "epoch": saved["best_epoch"],
-                    "perception": saved["best_perception"], "policy": saved["best_policy"]}
+            best = {"loss": saved["best_loss"], "score": saved.get("best_score", math.nan),
+                    "epoch": saved["best_epoch"], "perception": saved["best_perception"], "policy": saved["best_policy"]}
             for k in range(rounds_done):  # the DAgger episodes the run had added, read back from run_dir
                 train_set.extend(_dagger_episodes(config, k))
             _same_data_on_every_rank(dist, train_set, val_set, f"{run_dir}/dagger_*")
@@ -356,13 +359,22 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
                 train_loss = dist.sum([train_loss])[0] / dist.world_size
             val_loss = _validation_loss(perception, policy, val_set, config.data.frame_period_s, scale, dist, on) \
                 if val_set else train_loss
+            score = math.nan  # closed-loop success of this epoch (learning/selection.py); NaN: not flown
+            if selection.scores_epoch(config, epoch):
+                flown = dist.on_main(lambda: selection.closed_loop_success(config, perception, policy, run_dir),
+                                     "closed-loop selection")
+                score = flown["success"]
+                log(f"epoch {epoch}: closed loop on {config.selection.suite}: {100 * score:.0f}% of "
+                    f"{flown['episodes']} episodes {flown['per_scenario']}")
             row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss,
-                   "learning_rate": learning_rate(step), "train_episodes": len(train_set),
-                   "elapsed_s": time.perf_counter() - start_wall}
+                   "closed_loop_success": None if math.isnan(score) else score, "learning_rate": learning_rate(step),
+                   "train_episodes": len(train_set), "elapsed_s": time.perf_counter() - start_wall}
             history.append(row)
-            improved = val_loss < best["loss"]  # the same on every rank: val_loss is the same number
+            # The same on every rank: val_loss and the score are the same numbers everywhere.
+            improved = selection.improves(config.selection.metric, val_loss, score, best["loss"], best["score"])
             if improved:
-                best = {"loss": val_loss, "epoch": epoch, "perception": copy.deepcopy(perception.state_dict()),
+                best = {"loss": val_loss, "score": score, "epoch": epoch,
+                        "perception": copy.deepcopy(perception.state_dict()),
                         "policy": copy.deepcopy(policy.state_dict())}
                 if main:
                     _save(config, perception, policy, best, history, collection, train_set, val_set, start_wall)
@@ -460,7 +472,8 @@ def _checkpoint(path: Path, dist: distributed.Distributed, perception: FeatureEx
         "perception": perception.state_dict(), "policy": policy.state_dict(),
         "aux_head": None if aux_head is None else aux_head.state_dict(), "optimizer": optimizer.state_dict(),
         "rng_states": rng_states, "torch_rng": torch.get_rng_state(), "weights_digest": digests[0],
-        "rank_weight_digests": digests, "best_loss": best["loss"], "best_epoch": best["epoch"],
+        "rank_weight_digests": digests, "best_loss": best["loss"], "best_score": best["score"],
+        "best_epoch": best["epoch"],
         "best_perception": best["perception"], "best_policy": best["policy"],
     }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -539,6 +552,7 @@ def _save(config: TrainConfig, perception: FeatureExtractor, policy: PolicyModel
     policy_copy.load_state_dict(best["policy"])
     training = {
         "recipe": config.to_dict(), "best_epoch": best["epoch"], "best_val_loss": best["loss"],
+        "best_closed_loop_success": None if math.isnan(best["score"]) else best["score"],
         "history": history, "train_episodes": len(train_set), "train_frames": int(sum(map(len, train_set))),
         "validation_episodes": len(val_set), "validation_frames": int(sum(map(len, val_set))),
         "collection": collection, "wall_s_so_far": time.perf_counter() - start_wall,
@@ -553,7 +567,8 @@ def write_log(path: Path, history: list[dict[str, float]]) -> None:
         return
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        # every key of every row (a run resumed from an older checkpoint has rows without the newer columns)
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
         writer.writeheader()
         writer.writerows(history)
     os.replace(tmp, path)
@@ -576,7 +591,16 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str = "loss
     ax.set_ylabel("scaled command MSE")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    flown = [(h["epoch"], h["closed_loop_success"]) for h in history if h.get("closed_loop_success") is not None]
+    if flown:  # selection.metric closed_loop: the success of each flown epoch on its own axis
+        right = ax.twinx()
+        right.plot(*zip(*flown), "^--", color="tab:green", label="closed-loop success")
+        right.set_ylim(-0.02, 1.02)
+        right.set_ylabel("closed-loop success (selection suite)")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
