@@ -733,7 +733,9 @@ def target_cli(ctx: FuzzContext, rng: random.Random) -> Outcome:
         argv = ["collect", "--suite", pick(["no_such_suite", str(weird_yaml)]), "--out", str(folder / "c"),
                 "--episodes", pick(["1", "0", "x"]), "--no-progress"]
     elif command == "expert":
-        argv = ["expert", "--suite", pick(["no_such_suite", str(weird_yaml)]), "--no-progress"]
+        argv = ["expert", "--suite", pick(["no_such_suite", str(weird_yaml), "train"]), "--no-progress",
+                "--set", pick(["nope=1", "forward_gain=x", "forward_gain=nan", "yaw_gain=-1", "=", "forward_gain",
+                               "chase_forward_gain=1e999", "chase_forward_gain=\x00"])]  # none valid: never flies
     else:
         argv = [command] + [pick(paths) for _ in range(rng.randrange(3))]
     out, err = io.StringIO(), io.StringIO()

@@ -35,6 +35,22 @@ def test_at_standoff_it_stops_and_too_close_it_backs_off():
     assert expert.act(state((0, 0, 1)), np.array([1.0, 0.0, 3.0]))[2] == pytest.approx(0.8)
 
 
+def test_chase_uses_its_own_stiffer_forward_gain():
+    """Chase: speed = chase gain x distance error (+ the target's velocity), so that without the
+    feed-forward, which one frame cannot show, a 1 m/s target still stays inside the 2.25 m band."""
+    config = ExpertConfig()
+    assert config.chase_forward_gain > config.forward_gain
+    target = np.array([1.8, 0.0, 1.0])  # 0.3 m beyond the chase stand-off, 0.8 m beyond the other one
+    chase = Expert(Camera(), task="chase").act(state((0, 0, 1)), target, np.zeros(3))
+    other = Expert(Camera(), task="fly_to_target").act(state((0, 0, 1)), target)
+    assert chase[0] == pytest.approx(config.chase_forward_gain * 0.3)
+    assert other[0] == pytest.approx(min(config.forward_gain * 0.8, math.sqrt(2 * config.brake_accel_mps2 * 0.8)))
+    moving = Expert(Camera(), task="chase").act(state((0, 0, 1)), target, np.array([0.5, 0.0, 0.0]))
+    assert moving[0] == pytest.approx(chase[0] + 0.5)
+    # Steady lag of a feedback-only follower of a 1 m/s target: 1 / gain, inside the band's 0.75 m margin.
+    assert 1.0 / config.chase_forward_gain < config.chase_standoff_m - 0.75
+
+
 def test_unseen_target_means_stop_and_search_ccw_or_towards_last_seen_side():
     expert = Expert(Camera())
     behind = np.array([-3.0, -0.5, 1.0])
@@ -109,3 +125,31 @@ def test_expert_law_solves_tasks_with_an_ideal_vehicle(scenario):
         # Smooth: no step-to-step jump above 0.35 (m/s or rad/s) except at a loop target switch.
         if task.spec.task != "target_loop":
             assert max_jump < 0.35, (scenario, seed, max_jump)
+
+
+def test_expert_cli_overrides_a_gain_and_flies_without_feedforward(tmp_path, capsys):
+    """`liquid-control expert --set FIELD=VALUE --no-feedforward`: the chase is flown differently, bad
+    overrides are one error line (exit 2) before anything flies."""
+    import json
+
+    from liquid_control.cli import main as cli_main
+    from liquid_control.commands.expert import expert_config
+
+    assert expert_config(["chase_forward_gain=0.8", "yaw_gain=3"]) == ExpertConfig(chase_forward_gain=0.8, yaw_gain=3.0)
+    paths = {}
+    runs = {"ff": [], "no_ff": ["--no-feedforward"], "no_ff_soft": ["--no-feedforward", "--set", "chase_forward_gain=0.8"]}
+    for name, extra in runs.items():
+        paths[name] = tmp_path / f"{name}.json"
+        assert cli_main(["expert", "--suite", "train", "--episodes", "1", "--duration", "3", "--no-progress",
+                         "--json", str(paths[name]), *extra]) == 0
+    capsys.readouterr()
+    chase = {name: next(m for m in json.loads(path.read_text()) if m["task"] == "chase")
+             for name, path in paths.items()}
+    # The target moves away at >= 0.5 m/s: without its velocity the expert lags, and more so with a softer gain.
+    distance = {name: m["final_distance_m"] for name, m in chase.items()}
+    assert distance["ff"] < distance["no_ff"] < distance["no_ff_soft"], distance
+    for bad, match in [("nope=1", "FIELD=VALUE"), ("forward_gain=x", "number"), ("yaw_gain=-1", "number"),
+                       ("forward_gain=nan", "number"), ("forward_gain", "FIELD=VALUE")]:
+        assert cli_main(["expert", "--suite", "train", "--set", bad, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and match in err, err

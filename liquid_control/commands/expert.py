@@ -2,6 +2,11 @@
 
     liquid-control expert --suite train [--episodes N] [--workers W] [--seed S]
                           [--strip FILE.png] [--video FILE.mp4|.gif] [--plot FILE.png] [--json FILE.json]
+                          [--set FIELD=VALUE ...] [--no-feedforward]
+
+`--set` changes one of the expert's gains or limits (simulation/expert.py: ExpertConfig), e.g.
+`--set chase_forward_gain=0.8`; `--no-feedforward` flies it without the chased target's velocity, the
+best a follower that cannot see the target's motion does (a diagnostic; collected labels always have it).
 
 Episode k of a scenario uses seed S + k, so runs are reproducible and any failed
 episode can be re-flown alone. The strip/video/plot show the first episode of the
@@ -32,15 +37,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=Path, help="save the onboard camera video (.mp4 or .gif)")
     parser.add_argument("--plot", type=Path, help="save a top-down plot of the trajectory (PNG)")
     parser.add_argument("--json", type=Path, help="save every episode's metrics (JSON)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change an expert gain or limit (ExpertConfig field), e.g. chase_forward_gain=0.8")
+    parser.add_argument("--no-feedforward", action="store_true",
+                        help="fly without the chased target's velocity (diagnostic)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def expert_config(overrides: list[str]) -> Any:
+    """ExpertConfig with `FIELD=VALUE` overrides; ValueError naming the problem (unknown field, not a
+    finite positive number)."""
+    import dataclasses
+
+    from liquid_control.simulation.expert import ExpertConfig
+
+    fields = {f.name for f in dataclasses.fields(ExpertConfig)}
+    values: dict[str, float] = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item[:80]!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 < value < 1e3):
+            raise ValueError(f"--set {name}: the value must be a number in (0, 1000), got {text[:40]!r}")
+        values[name] = value
+    return ExpertConfig(**values)
 
 
 def _fly(job: tuple) -> dict[str, Any]:
     """Worker: one expert episode -> its metrics (top level so process pools can pickle it)."""
     from liquid_control.simulation.episode import EpisodeConfig, run_expert_episode
 
-    scenario, seed, duration = job
-    return run_expert_episode(scenario, seed, EpisodeConfig(render=False, duration_s=duration)).metrics
+    scenario, seed, duration, config, feedforward = job
+    return run_expert_episode(scenario, seed, EpisodeConfig(render=False, duration_s=duration), config,
+                              feedforward).metrics
 
 
 def summary_rows(metrics: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
@@ -125,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         suite = load_suite(args.suite)
-    except ScenarioError as err:
+        config = expert_config(args.overrides)
+    except (ScenarioError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    jobs = [(entry.scenario, args.seed + k, args.duration) for entry in suite.entries
+    feedforward = not args.no_feedforward
+    jobs = [(entry.scenario, args.seed + k, args.duration, config, feedforward) for entry in suite.entries
             for k in range(args.episodes or entry.episodes)]
     from tqdm import tqdm
 
@@ -161,13 +196,14 @@ def run(args: argparse.Namespace) -> int:
         if show not in names:
             print(f"error: --show {show!r} is not in suite {suite.name} ({', '.join(order)})", file=sys.stderr)
             return 2
-        config = EpisodeConfig(render=True, keep_frames=bool(args.strip or args.video), duration_s=args.duration)
-        result = run_expert_episode(names[show], args.seed, config)
+        episode_config = EpisodeConfig(render=True, keep_frames=bool(args.strip or args.video),
+                                       duration_s=args.duration)
+        result = run_expert_episode(names[show], args.seed, episode_config, config, feedforward)
         if args.strip:
             save_strip(result.frames, args.strip)
             print(f"saved camera strip {args.strip}")
         if args.video:
-            save_video(result.frames, args.video, fps=config.control_hz)
+            save_video(result.frames, args.video, fps=episode_config.control_hz)
             print(f"saved camera video {args.video}")
         if args.plot:
             from liquid_control.evaluation.plots import save_plot

@@ -79,14 +79,19 @@ class Controller(Protocol):
 class ExpertController:
     """The privileged expert behind the Controller interface."""
 
-    def __init__(self, camera: CameraConfig = CameraConfig(), config: ExpertConfig = ExpertConfig()) -> None:
+    def __init__(self, camera: CameraConfig = CameraConfig(), config: ExpertConfig = ExpertConfig(),
+                 feedforward: bool = True) -> None:
+        """`feedforward` False: without the target's velocity (a diagnostic: the best a follower that cannot
+        see the target's motion does; the labels always have it)."""
         self.expert = Expert(camera, config)
+        self.feedforward = feedforward
 
     def reset(self, spec: EpisodeSpec) -> None:
         self.expert.reset(spec.task)
 
     def act(self, observation: Observation) -> np.ndarray:
-        return self.expert.act(observation.state, observation.target_position, observation.target_velocity)
+        velocity = observation.target_velocity if self.feedforward else None
+        return self.expert.act(observation.state, observation.target_position, velocity)
 
 
 class PerturbedController:
@@ -309,7 +314,7 @@ def run_episode(episode: EpisodeSpec | tuple[Scenario, int], controller: Control
 
 
 def run_expert_episode(scenario: Scenario, seed: int, config: EpisodeConfig = EpisodeConfig(render=False),
-                       expert: ExpertConfig = ExpertConfig()) -> EpisodeResult:
+                       expert: ExpertConfig = ExpertConfig(), feedforward: bool = True) -> EpisodeResult:
     """Convenience: the privileged expert flying (scenario, seed)."""
-    return run_episode((scenario, seed), ExpertController(config.camera, expert), config=config)
+    return run_episode((scenario, seed), ExpertController(config.camera, expert, feedforward), config=config)
 
