@@ -65,6 +65,19 @@ def test_recolouring_changes_background_keeps_target_and_texture():
         assert not (colour[0] > 0.45 * 255 and colour[0] > 1.6 * colour[1] and colour[0] > 1.6 * colour[2])
 
 
+def test_recolour_classes_limits_recolouring_to_the_named_classes():
+    images, seg = striped_sequence()
+    config = AugmentConfig(recolour_prob=1.0, recolour_classes=("sky", "ground"))
+    draw = sample_scene(config, np.random.default_rng(0), 12, 16)
+    assert set(draw.recolour) == {SKY, GROUND}
+    out = apply_scene(images, seg, draw, config, np.random.default_rng(0))
+    np.testing.assert_array_equal(out[seg == OTHER], images[seg == OTHER])
+    assert np.abs(out[seg == SKY].astype(int) - images[seg == SKY]).max() > 10
+    # The default (all three) draws exactly as before the option existed: the same colours from the same seed.
+    everything = sample_scene(AugmentConfig(recolour_prob=1.0), np.random.default_rng(0), 12, 16)
+    assert list(everything.recolour) == [SKY, GROUND, OTHER]
+
+
 def test_scene_augmentation_is_off_by_default_and_seeded():
     assert not AugmentConfig().scene_changes
     images, seg = striped_sequence()
@@ -96,7 +109,8 @@ def test_cutout_never_covers_the_target():
 
 @pytest.mark.parametrize("bad", [{"recolour_prob": 1.5}, {"flip_prob": -0.1}, {"blur_sigma_max": -1.0},
                                  {"cutout_max_frac": 0.0}, {"ground_texture_max": float("nan")},
-                                 {"hide_prob": 1.5}, {"hide_duration_s": (0.0, 0.5)}])
+                                 {"hide_prob": 1.5}, {"hide_duration_s": (0.0, 0.5)},
+                                 {"recolour_classes": ("sky", "target")}, {"recolour_classes": ()}])
 def test_bad_scene_augmentation_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AugmentConfig(**bad)

@@ -29,6 +29,9 @@ import numpy as np
 from liquid_control.inference.loop import timespan
 from liquid_control.simulation.camera import SEGMENT_GROUND, SEGMENT_OTHER, SEGMENT_SKY, SEGMENT_TARGET
 
+# Classes that `recolour_classes` names (the target is never recoloured: red stays the target's colour).
+RECOLOUR_CLASS_NAMES = {"sky": SEGMENT_SKY, "ground": SEGMENT_GROUND, "objects": SEGMENT_OTHER}
+
 # ITU-R BT.601 luma weights: the grey that saturation interpolates towards.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -50,6 +53,7 @@ class AugmentConfig:
         ((1, 1) = off).
     recolour_prob: probability, per sequence and per class (sky, ground, other objects), that the
         class is recoloured (needs segmentation; 0 = off).
+    recolour_classes: which classes may be recoloured: any of "sky", "ground", "objects" (default all).
     ground_texture_max: amplitude (grey levels) of a random image-fixed texture added to the
         ground, drawn from [0, max] per sequence (needs segmentation; 0 = off).
     blur_sigma_max: Gaussian blur sigma (pixels at the stored size) drawn from [0, max] per sequence.
@@ -73,6 +77,7 @@ class AugmentConfig:
     time_jitter_s: float = 0.004
     channel_gain: tuple[float, float] = (1.0, 1.0)
     recolour_prob: float = 0.0
+    recolour_classes: tuple[str, ...] = ("sky", "ground", "objects")
     ground_texture_max: float = 0.0
     blur_sigma_max: float = 0.0
     cutout_prob: float = 0.0
@@ -106,6 +111,10 @@ class AugmentConfig:
         for name in ("ground_texture_max", "blur_sigma_max"):
             if not 0.0 <= getattr(self, name) < 1e3:
                 problems.append(f"{name} must be in [0, 1000), got {getattr(self, name)}")
+        unknown = sorted(set(self.recolour_classes) - set(RECOLOUR_CLASS_NAMES))
+        if unknown or not self.recolour_classes:
+            problems.append(f"recolour_classes must be a non-empty list of {list(RECOLOUR_CLASS_NAMES)}, "
+                            f"got {list(self.recolour_classes)[:8]}")
         if not 0.0 < self.cutout_max_frac <= 1.0:
             problems.append(f"cutout_max_frac must be in (0, 1], got {self.cutout_max_frac}")
         if problems:
@@ -164,7 +173,6 @@ def apply_photometric(images: np.ndarray, params: Photometric, rng: np.random.Ge
 
 # --------------------------------------------------------------------------- scene
 SKY, GROUND, TARGET, OTHER = SEGMENT_SKY, SEGMENT_GROUND, SEGMENT_TARGET, SEGMENT_OTHER
-RECOLOURED_CLASSES = (SKY, GROUND, OTHER)
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ def _not_target_like(rng: np.random.Generator) -> np.ndarray:
 
 def sample_scene(config: AugmentConfig, rng: np.random.Generator, height: int, width: int) -> SceneDraw:
     recolour = {}
-    for cls in RECOLOURED_CLASSES:
+    for cls in (RECOLOUR_CLASS_NAMES[name] for name in config.recolour_classes):
         if config.recolour_prob > 0 and rng.random() < config.recolour_prob:
             recolour[cls] = (_not_target_like(rng).astype(np.float32) * 255.0, float(rng.uniform(0.3, 1.5)))
     texture = None
