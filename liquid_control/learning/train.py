@@ -236,9 +236,9 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     torch.manual_seed(config.seed)  # the same on every rank: the same initial weights
     # Each rank draws its own streams (the sampler's shard): seeded by (seed, rank); one process: by seed.
     rng = np.random.default_rng([config.seed, dist.rank] if dist.active else config.seed)
+    selection.check(config)
     # Collection (and DAgger below) runs once, on rank 0, while the other ranks wait; then every rank reads
     # the same files (on several nodes they must see the same filesystem: checked after loading).
-    selection.check(config)
     collection = dist.on_main(lambda: _maybe_collect(config, progress), "data collection")
     perception, policy = build_models(config)
     if config.model.init_from is not None:
