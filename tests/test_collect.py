@@ -34,6 +34,28 @@ def test_perturbed_episode_flies_noise_but_stores_expert_labels():
     assert np.isfinite(clean.positions).all() and np.isfinite(clean.velocities_body).all()
 
 
+def test_the_collection_expert_is_configurable_and_recorded_in_every_shard(repo_root):
+    """A recipe's `expert` section flies and labels the episodes (the shipped model's data used chase gain
+    0.8): a softer chase gain gives smaller forward labels at the same states, and the shard says which."""
+    from liquid_control.config import ConfigError
+    from liquid_control.learning.recipe import load_config
+    from liquid_control.simulation.expert import ExpertConfig
+
+    scenario = load_scenario("train_chase")
+    episodes = {gain: collect_episode(scenario, 5, CollectConfig(height=12, width=16, perturbed_fraction=0.0,
+                                                                 duration_s=2.0,
+                                                                 expert=ExpertConfig(chase_forward_gain=gain)))
+                for gain in (0.8, 1.6)}
+    assert episodes[0.8].meta["expert"]["chase_forward_gain"] == 0.8
+    assert episodes[1.6].meta["expert"] == {**episodes[0.8].meta["expert"], "chase_forward_gain": 1.6}
+    assert not np.array_equal(episodes[0.8].labels, episodes[1.6].labels)
+    recipe = load_config(repo_root / "config" / "train_tiny.yaml", {"expert.chase_forward_gain": 0.8})
+    assert recipe.expert == ExpertConfig(chase_forward_gain=0.8)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="expert"):
+            load_config(repo_root / "config" / "train_tiny.yaml", {"expert.chase_forward_gain": bad})
+
+
 def test_perturbation_choice_is_a_deterministic_draw_from_the_seed():
     draws = [is_perturbed(seed, 0.7) for seed in range(400)]
     assert draws == [is_perturbed(seed, 0.7) for seed in range(400)]

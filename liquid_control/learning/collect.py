@@ -31,7 +31,7 @@ import numpy as np
 
 from liquid_control.learning.dataset import (EpisodeData, list_shards, shard_bytes, shard_name,
                                              write_shard_bytes)
-from liquid_control.simulation.expert import PerturbationConfig
+from liquid_control.simulation.expert import ExpertConfig, PerturbationConfig
 from liquid_control.util.executors import check_address, executor_for, local_path, ship
 from liquid_control.util.paths import write_text_atomic
 
@@ -47,6 +47,7 @@ class CollectConfig:
     policy_path: a model file; when set, the policy flies (DAgger) and the expert only labels.
     policy_backend: runtime for that policy; "torch" loads in milliseconds per episode, while
         "onnxruntime" (the deploy path, numerically equal within 1e-5) exports for seconds first.
+    expert: the expert's gains and limits (flies and labels; recorded in every shard's meta).
     """
 
     height: int = 48
@@ -56,6 +57,7 @@ class CollectConfig:
     duration_s: float | None = None
     policy_path: str | None = None
     policy_backend: str = "torch"
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -82,15 +84,15 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
         from liquid_control.evaluation.closed_loop import PolicyController
 
         controller: Any = PolicyController.from_model(config.policy_path, backend=config.policy_backend)
-        labeller = ExpertController(episode_config.camera)
+        labeller = ExpertController(episode_config.camera, config.expert)
         mode = "dagger"
     elif is_perturbed(seed, config.perturbed_fraction):
-        controller = PerturbedController(ExpertController(episode_config.camera), config.perturbation,
+        controller = PerturbedController(ExpertController(episode_config.camera, config.expert), config.perturbation,
                                          control_hz=episode_config.control_hz)
-        labeller = ExpertController(episode_config.camera)
+        labeller = ExpertController(episode_config.camera, config.expert)
         mode = "perturbed"
     else:
-        controller = ExpertController(episode_config.camera)
+        controller = ExpertController(episode_config.camera, config.expert)
         mode = "expert"
     result = run_episode((scenario, seed), controller, labeller, episode_config)
     labels = result.labels if result.labels is not None else result.commands
@@ -116,7 +118,7 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
         meta={"scenario": scenario.name, "seed": int(seed), "task": result.spec.task, "source": "simulation",
               "controller": mode, "frame_period_s": 1.0 / episode_config.camera.rate_hz,
               "control_hz": episode_config.control_hz, "steps": int(len(result.times_s)), "metrics": metrics,
-              "image_encoding": "rgb8"})
+              "image_encoding": "rgb8", "expert": asdict(config.expert)})
 
 
 _WORKER: dict[str, Any] = {}

@@ -6,6 +6,7 @@ Every key is a field of the dataclasses below (unknown keys are errors naming th
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,6 +137,9 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dagger: DaggerSection = field(default_factory=DaggerSection)
+    # The expert that flies and labels the collected and DAgger episodes (simulation/expert.py). The shipped
+    # model was trained on labels with chase_forward_gain 0.8 (docs/RESULTS.md, round 4).
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
     selection: SelectionSection = field(default_factory=SelectionSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
     output: OutputSection = field(default_factory=OutputSection)
@@ -192,6 +196,8 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("selection.duration_s must be in [0.1, 3600] s")
     if sel.metric == "closed_loop" and not 1 <= sel.from_epoch <= o.epochs + config.dagger.rounds * config.dagger.epochs:
         problems.append("selection.from_epoch must name an epoch the recipe runs (1 .. epochs + DAgger epochs)")
+    if not all(math.isfinite(v) and 0.0 < v < 1e3 for v in asdict(config.expert).values()):
+        problems.append("expert: every gain, stand-off and limit must be a number in (0, 1000)")
     if o.threads < 1:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:

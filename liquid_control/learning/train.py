@@ -198,7 +198,7 @@ def _maybe_collect(config: TrainConfig, progress: bool) -> dict[str, Any] | None
     perception = PerceptionConfig(**config.model.perception)
     summary = collect(section.suite, config.data.sources[0], episodes=section.episodes, workers=section.workers,
                       base_seed=section.seed,
-                      config=CollectConfig(height=perception.height, width=perception.width,
+                      config=CollectConfig(height=perception.height, width=perception.width, expert=config.expert,
                                            perturbed_fraction=section.perturbed_fraction,
                                            duration_s=section.duration_s),
                       progress=progress)
@@ -525,6 +525,7 @@ def _dagger_collect(config: TrainConfig, round_index: int, progress: bool) -> No
     collect(d.suite, _dagger_dir(config, round_index), episodes=d.episodes, workers=d.workers,
             base_seed=d.seed + 1000 * round_index,
             config=CollectConfig(height=pc.height, width=pc.width, policy_path=str(config.output.model),
+                                 expert=config.expert,
                                  duration_s=config.data.collect.duration_s if config.data.collect else None),
             progress=progress)
 
