@@ -137,8 +137,8 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dagger: DaggerSection = field(default_factory=DaggerSection)
-    # The expert that flies and labels the collected and DAgger episodes (simulation/expert.py). The shipped
-    # model was trained on labels with chase_forward_gain 0.8 (docs/RESULTS.md, round 4).
+    # The expert that flies and labels the collected and DAgger episodes (simulation/expert.py); the default
+    # is the shipped model's (docs/RESULTS.md, round 4, for chase_forward_gain 1.6).
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     selection: SelectionSection = field(default_factory=SelectionSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
