@@ -140,8 +140,10 @@ def test_stop_ends_every_process_group_even_when_a_node_ignores_sigterm(tmp_path
 
 
 RUNNER = textwrap.dedent("""\
-    import sys, time
+    import signal, sys, time
     from liquid_control.nodes.graph import NodeGraph, NodeLaunch, terminate_as_interrupt
+    # As in a terminal: a test run started as a background job (`cmd &`) hands its children SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     nodes = [NodeLaunch("a", "sim_node"), NodeLaunch("b", "policy_node")]
     try:
         with terminate_as_interrupt(), NodeGraph(nodes, sys.argv[2], terminate_timeout_s=1.0, python=sys.argv[1]):
