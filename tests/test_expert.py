@@ -137,6 +137,8 @@ def test_expert_cli_overrides_a_gain_and_flies_without_feedforward(tmp_path, cap
     from liquid_control.commands.expert import expert_config
 
     assert expert_config(["chase_forward_gain=1.6", "yaw_gain=3"]) == ExpertConfig(chase_forward_gain=1.6, yaw_gain=3.0)
+    with pytest.raises(ValueError, match="yaw_gain=0.0"):  # the range is the config's own check
+        ExpertConfig(yaw_gain=0.0)
     paths = {}
     runs = {"ff": [], "no_ff_stiff": ["--no-feedforward", "--set", "chase_forward_gain=1.6"], "no_ff": ["--no-feedforward"]}
     for name, extra in runs.items():

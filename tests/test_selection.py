@@ -48,6 +48,7 @@ def test_closed_loop_selection_flies_candidates_and_keeps_the_best_flown_epoch(t
                         else row["closed_loop_success"]) for row in result.history]
     expected = 1 + keys.index(max(keys))
     assert expected >= 2 and result.best_epoch == expected, (result.history, result.best_epoch)
+    assert result.best_closed_loop_success == pytest.approx(scores[expected - 1])
     bundle = load_model(result.model_path)
     assert bundle.training["best_epoch"] == expected
     assert bundle.training["best_closed_loop_success"] == pytest.approx(scores[expected - 1])

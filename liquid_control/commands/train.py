@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, progress=not args.no_progress, resume=args.resume)
     if result.rank != 0:  # under torchrun: one report, from the rank that wrote the files
         return 0
-    kept = result.history[result.best_epoch - 1] if 0 < result.best_epoch <= len(result.history) else {}
-    flown = kept.get("closed_loop_success")
+    flown = result.best_closed_loop_success
     criterion = f"closed-loop success {100 * flown:.0f}% (validation loss {result.best_val_loss:.4f})" \
         if flown is not None else f"best validation loss {result.best_val_loss:.4f}"
     print(f"trained {config.name}: {criterion} at epoch {result.best_epoch} "

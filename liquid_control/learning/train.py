@@ -148,6 +148,7 @@ class TrainResult:
     wall_s: float
     rank: int = 0  # this process's rank under torchrun (0: the one that wrote the files)
     world_size: int = 1
+    best_closed_loop_success: float | None = None  # selection.metric closed_loop: the kept epoch's success
 
 
 def recipe_sampler(config: TrainConfig, episodes: list[EpisodeData], rng: np.random.Generator) -> StreamSampler:
@@ -413,7 +414,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         raise RuntimeError("training produced no checkpoint")
     return TrainResult(model_path=model_path, best_val_loss=best["loss"], best_epoch=best["epoch"],
                        epochs_run=epoch, history=history, wall_s=time.perf_counter() - start_wall,
-                       rank=dist.rank, world_size=dist.world_size)
+                       rank=dist.rank, world_size=dist.world_size,
+                       best_closed_loop_success=None if math.isnan(best["score"]) else best["score"])
 
 
 def _brief(error: BaseException, limit: int = 300) -> str:

@@ -55,6 +55,13 @@ class ExpertConfig:
     search_yaw_rate_radps: float = 0.9
     memory_s: float = 1.0  # how long the side of a lost target is remembered
 
+    def __post_init__(self) -> None:
+        bad = [f"{name}={value!r}" for name, value in vars(self).items()
+               if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value < 1e3)]
+        if bad:
+            raise ValueError(f"ExpertConfig: every gain, stand-off and limit must be a finite number in (0, 1000), "
+                             f"got {', '.join(bad)[:200]}")
+
     def limits(self) -> np.ndarray:
         return np.array([self.max_forward_mps, self.max_lateral_mps, self.max_vertical_mps, self.max_yaw_rate_radps])
 
