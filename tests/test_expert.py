@@ -52,6 +52,29 @@ def test_chase_uses_its_own_forward_gain():
     assert 1.0 / config.chase_forward_gain < 0.75 < 1.0 / ExpertConfig().chase_forward_gain
 
 
+def test_size_referenced_standoff_holds_the_apparent_size():
+    """With `standoff_reference_size_m` the expert measures range as a camera would (assuming every target
+    has the reference size): a target twice the reference is held at twice the stand-off, so the label is a
+    function of what one frame shows. Without the target's size it refuses rather than guess."""
+    config = ExpertConfig(standoff_reference_size_m=0.35)
+    for task, standoff in (("fly_to_target", config.standoff_m), ("chase", config.chase_standoff_m)):
+        big = Expert(Camera(), config, task=task, target_size_m=0.70)
+        assert big.act(state((0, 0, 1)), np.array([2 * standoff, 0.0, 1.0]), np.zeros(3)) == pytest.approx(np.zeros(4), abs=1e-9)
+        reference = Expert(Camera(), config, task=task, target_size_m=0.35)
+        assert reference.act(state((0, 0, 1)), np.array([2 * standoff, 0.0, 1.0]), np.zeros(3))[0] > 0.1
+        # The same apparent size gives the same command: half the size at half the range.
+        small = Expert(Camera(), config, task=task, target_size_m=0.175)
+        near = small.act(state((0, 0, 1.2)), np.array([0.6 * standoff, 0.0, 1.0]), np.zeros(3))
+        far = reference.act(state((0, 0, 1.4)), np.array([1.2 * standoff, 0.0, 1.0]), np.zeros(3))
+        assert far[0] > 0.05 and near[[0, 1, 3]] == pytest.approx(far[[0, 1, 3]])
+    metric = Expert(Camera(), ExpertConfig(), target_size_m=0.70)  # default: metric stand-off, size unused
+    assert metric.act(state((0, 0, 1)), np.array([1.0, 0.0, 1.0])) == pytest.approx(np.zeros(4), abs=1e-9)
+    with pytest.raises(ValueError, match="target's size"):
+        Expert(Camera(), config).act(state((0, 0, 1)), np.array([3.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="standoff_reference_size_m"):
+        ExpertConfig(standoff_reference_size_m=0.0)
+
+
 def test_unseen_target_means_stop_and_search_ccw_or_towards_last_seen_side():
     expert = Expert(Camera())
     behind = np.array([-3.0, -0.5, 1.0])

@@ -87,7 +87,7 @@ class ExpertController:
         self.feedforward = feedforward
 
     def reset(self, spec: EpisodeSpec) -> None:
-        self.expert.reset(spec.task)
+        self.expert.reset(spec.task, spec.target_size_m)
 
     def act(self, observation: Observation) -> np.ndarray:
         velocity = observation.target_velocity if self.feedforward else None

@@ -54,10 +54,17 @@ class ExpertConfig:
     max_yaw_rate_radps: float = 1.2
     search_yaw_rate_radps: float = 0.9
     memory_s: float = 1.0  # how long the side of a lost target is remembered
+    # None: distances are metric. A size (m): the expert judges distance as a camera does, as if every target
+    # were this big (true distance × reference / the target's size), so its speed is a function of the
+    # target's *apparent size*, which one frame shows; a target of size s is held at stand-off × s / reference.
+    # Targets are 0.25-0.45 m in every suite, so metric range is ambiguous by ±30% in one image
+    # (docs/RESULTS.md, round 5).
+    standoff_reference_size_m: float | None = None
 
     def __post_init__(self) -> None:
         bad = [f"{name}={value!r}" for name, value in vars(self).items()
-               if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value < 1e3)]
+               if not (value is None and name == "standoff_reference_size_m")
+               and not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value < 1e3)]
         if bad:
             raise ValueError(f"ExpertConfig: every gain, stand-off and limit must be a finite number in (0, 1000), "
                              f"got {', '.join(bad)[:200]}")
@@ -69,18 +76,31 @@ class ExpertConfig:
 class Expert:
     """Stateful only in what a camera policy could also remember: where the target was last seen."""
 
-    def __init__(self, camera: CameraConfig, config: ExpertConfig = ExpertConfig(), task: str = "fly_to_target") -> None:
+    def __init__(self, camera: CameraConfig, config: ExpertConfig = ExpertConfig(), task: str = "fly_to_target",
+                 target_size_m: float | None = None) -> None:
         self.camera = camera
         self.config = config
         self.task = task
+        self.target_size_m = target_size_m
         self._last_seen_bearing = 0.0
         self._last_seen_time_s = -math.inf
 
-    def reset(self, task: str | None = None) -> None:
+    def reset(self, task: str | None = None, target_size_m: float | None = None) -> None:
+        """`target_size_m` (m) is needed only by a config with `standoff_reference_size_m`."""
         if task is not None:
             self.task = task
+        self.target_size_m = target_size_m
         self._last_seen_bearing = 0.0
         self._last_seen_time_s = -math.inf
+
+    def _range_scale(self) -> float:
+        """1 for metric ranges; reference size / target size when ranges are judged by apparent size."""
+        reference = self.config.standoff_reference_size_m
+        if reference is None:
+            return 1.0
+        if self.target_size_m is None or not self.target_size_m > 0.0:
+            raise ValueError("standoff_reference_size_m needs the target's size: reset(task, target_size_m)")
+        return reference / self.target_size_m
 
     def act(self, state: StateLike, target_position: np.ndarray,
             target_velocity: np.ndarray | None = None) -> np.ndarray:
@@ -117,9 +137,10 @@ class Expert:
             command[3] = direction * c.search_yaw_rate_radps
         else:
             standoff = c.chase_standoff_m if self.task == "chase" else c.standoff_m
+            scale = self._range_scale()  # distances as the target's apparent size tells them
             # Horizontal stand-off that gives the 3-D stand-off at the current height difference.
-            target_horizontal = math.sqrt(max(standoff * standoff - rel[2] * rel[2], 0.0))
-            error = horizontal - target_horizontal
+            target_horizontal = math.sqrt(max(standoff * standoff - (scale * rel[2]) ** 2, 0.0))
+            error = scale * horizontal - target_horizontal
             speed = (c.chase_forward_gain if self.task == "chase" else c.forward_gain) * error
             if error > 0:
                 speed = min(speed, math.sqrt(2.0 * c.brake_accel_mps2 * error), c.max_forward_mps)
