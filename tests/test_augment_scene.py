@@ -90,6 +90,26 @@ def test_scene_augmentation_is_off_by_default_and_seeded():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+def test_shade_darkens_every_lit_surface_and_leaves_the_sky():
+    images, seg = striped_sequence()
+    config = AugmentConfig(shade=(0.25, 0.25))
+    assert config.scene_changes
+    draw = sample_scene(config, np.random.default_rng(0), 12, 16)
+    assert draw.shade == pytest.approx(0.25)
+    out = apply_scene(images, seg, draw, config, np.random.default_rng(0))
+    np.testing.assert_array_equal(out[seg == SKY], images[seg == SKY])
+    for cls in (GROUND, TARGET, OTHER):
+        np.testing.assert_allclose(out[seg == cls], np.rint(images[seg == cls] * 0.25), atol=1)
+    # The red target stays the reddest thing, only darker.
+    target = out[seg == TARGET].astype(int)
+    assert (target[:, 0] > 2 * target[:, 1]).all()
+    # Off by default, and off draws nothing: the random stream of older recipes is unchanged.
+    rngs = np.random.default_rng(5), np.random.default_rng(5)
+    sample_scene(AugmentConfig(recolour_prob=0.5), rngs[0], 12, 16)
+    sample_scene(AugmentConfig(recolour_prob=0.5, shade=(1.0, 1.0)), rngs[1], 12, 16)
+    assert rngs[0].random() == rngs[1].random()
+
+
 def test_flip_mirrors_image_and_negates_lateral_and_yaw_labels():
     images, seg = striped_sequence()
     draw = SceneDraw(recolour={}, ground_texture=None, blur_sigma=0.0, flip=True)
@@ -110,7 +130,8 @@ def test_cutout_never_covers_the_target():
 @pytest.mark.parametrize("bad", [{"recolour_prob": 1.5}, {"flip_prob": -0.1}, {"blur_sigma_max": -1.0},
                                  {"cutout_max_frac": 0.0}, {"ground_texture_max": float("nan")},
                                  {"hide_prob": 1.5}, {"hide_duration_s": (0.0, 0.5)},
-                                 {"recolour_classes": ("sky", "target")}, {"recolour_classes": ()}])
+                                 {"recolour_classes": ("sky", "target")}, {"recolour_classes": ()},
+                                 {"shade": (0.8, 0.5)}, {"shade": (-0.1, 1.0)}])
 def test_bad_scene_augmentation_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AugmentConfig(**bad)

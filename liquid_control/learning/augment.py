@@ -54,6 +54,10 @@ class AugmentConfig:
     recolour_prob: probability, per sequence and per class (sky, ground, other objects), that the
         class is recoloured (needs segmentation; 0 = off).
     recolour_classes: which classes may be recoloured: any of "sky", "ground", "objects" (default all).
+    shade: range of a factor drawn per sequence that scales every lit surface (ground, objects and the
+        target; not the sky, which the simulator does not light): dim or low light as in shadow, dusk or
+        an overcast day darkens what the sun lights while the sky stays bright, so the red target and the
+        other objects all go dark (needs segmentation; (1, 1) = off).
     ground_texture_max: amplitude (grey levels) of a random image-fixed texture added to the
         ground, drawn from [0, max] per sequence (needs segmentation; 0 = off).
     blur_sigma_max: Gaussian blur sigma (pixels at the stored size) drawn from [0, max] per sequence.
@@ -78,6 +82,7 @@ class AugmentConfig:
     channel_gain: tuple[float, float] = (1.0, 1.0)
     recolour_prob: float = 0.0
     recolour_classes: tuple[str, ...] = ("sky", "ground", "objects")
+    shade: tuple[float, float] = (1.0, 1.0)
     ground_texture_max: float = 0.0
     blur_sigma_max: float = 0.0
     cutout_prob: float = 0.0
@@ -90,7 +95,7 @@ class AugmentConfig:
         problems = []
         if not 0.0 <= self.brightness <= 1.0:
             problems.append(f"brightness must be in [0, 1], got {self.brightness}")
-        for name in ("contrast", "saturation", "channel_gain"):
+        for name in ("contrast", "saturation", "channel_gain", "shade"):
             low, high = getattr(self, name)
             if not 0.0 <= low <= high:
                 problems.append(f"{name} must be [low, high] with 0 <= low <= high, got {getattr(self, name)}")
@@ -129,7 +134,7 @@ class AugmentConfig:
     @property
     def scene_changes(self) -> bool:
         """Whether any mask-based, geometric or blur/cutout augmentation is on."""
-        return (self.recolour_prob > 0 or self.ground_texture_max > 0 or self.blur_sigma_max > 0
+        return (self.recolour_prob > 0 or self.shade != (1.0, 1.0) or self.ground_texture_max > 0 or self.blur_sigma_max > 0
                 or self.cutout_prob > 0 or self.flip_prob > 0)
 
 
@@ -184,6 +189,7 @@ class SceneDraw:
     ground_texture: np.ndarray | None  # (H, W) float32 grey levels, or None
     blur_sigma: float
     flip: bool
+    shade: float = 1.0  # factor on every lit (non-sky) pixel
 
 
 def _not_target_like(rng: np.random.Generator) -> np.ndarray:
@@ -207,7 +213,9 @@ def sample_scene(config: AugmentConfig, rng: np.random.Generator, height: int, w
         texture = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * np.float32(amplitude)
     blur = float(rng.uniform(0.0, config.blur_sigma_max)) if config.blur_sigma_max > 0 else 0.0
     flip = bool(config.flip_prob > 0 and rng.random() < config.flip_prob)
-    return SceneDraw(recolour, texture, blur, flip)
+    # Drawn only when on, so recipes without it keep their exact random stream.
+    shade = float(rng.uniform(*config.shade)) if config.shade != (1.0, 1.0) else 1.0
+    return SceneDraw(recolour, texture, blur, flip, shade)
 
 
 def apply_scene(images: np.ndarray, segmentation: np.ndarray | None, draw: SceneDraw, config: AugmentConfig,
@@ -228,6 +236,8 @@ def apply_scene(images: np.ndarray, segmentation: np.ndarray | None, draw: Scene
             x[where] = colour + texture_contrast * (grey[where] - mean_grey)[:, None]
         if draw.ground_texture is not None:
             x += (draw.ground_texture[None] * (segmentation == GROUND))[..., None]
+        if draw.shade != 1.0:
+            x[segmentation != SKY] *= np.float32(draw.shade)
     if draw.blur_sigma > 0.3:
         for k in range(x.shape[0]):
             x[k] = cv2.GaussianBlur(x[k], (0, 0), draw.blur_sigma)
