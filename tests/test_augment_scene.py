@@ -90,6 +90,22 @@ def test_scene_augmentation_is_off_by_default_and_seeded():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+def test_hue_margin_keeps_reds_out_and_lets_orange_and_pink_in_as_hard_negatives():
+    from liquid_control.learning.augment import target_like
+    reds = [(0.90, 0.10, 0.10), (0.80, 0.05, 0.15), (0.95, 0.25, 0.10), (0.30, 0.05, 0.05)]  # the last: in dim light
+    others = [(0.95, 0.55, 0.10), (0.85, 0.30, 0.60), (0.10, 0.30, 0.90), (0.50, 0.42, 0.42), (0.0, 0.0, 0.0)]
+    for colour in reds:
+        assert target_like(np.array(colour), 15.0), colour
+    for colour in others:
+        assert not target_like(np.array(colour), 15.0), colour
+    assert target_like(np.array((0.95, 0.55, 0.10)), 0.0)  # the default rule also keeps orange out
+    config = AugmentConfig(recolour_prob=1.0, recolour_hue_margin_deg=15.0)
+    rng = np.random.default_rng(0)
+    drawn = [c / 255.0 for _ in range(300) for c, _ in sample_scene(config, rng, 12, 16).recolour.values()]
+    assert not any(target_like(c, 15.0) for c in drawn)
+    assert any(target_like(c, 0.0) for c in drawn)  # colours the default rule never draws (oranges, pinks)
+
+
 def test_shade_darkens_every_lit_surface_and_leaves_the_sky():
     images, seg = striped_sequence()
     config = AugmentConfig(shade=(0.25, 0.25))
@@ -131,7 +147,7 @@ def test_cutout_never_covers_the_target():
                                  {"cutout_max_frac": 0.0}, {"ground_texture_max": float("nan")},
                                  {"hide_prob": 1.5}, {"hide_duration_s": (0.0, 0.5)},
                                  {"recolour_classes": ("sky", "target")}, {"recolour_classes": ()},
-                                 {"shade": (0.8, 0.5)}, {"shade": (-0.1, 1.0)}])
+                                 {"shade": (0.8, 0.5)}, {"shade": (-0.1, 1.0)}, {"recolour_hue_margin_deg": 120.0}])
 def test_bad_scene_augmentation_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AugmentConfig(**bad)

@@ -54,6 +54,10 @@ class AugmentConfig:
     recolour_prob: probability, per sequence and per class (sky, ground, other objects), that the
         class is recoloured (needs segmentation; 0 = off).
     recolour_classes: which classes may be recoloured: any of "sky", "ground", "objects" (default all).
+    recolour_hue_margin_deg: which colours recolouring and cutout may draw. 0: none with R > 0.45 and R
+        above 1.6 x G and 1.6 x B (no red, but no orange or pink either, so the policy never learns that
+        those are not the target); > 0: none within this hue distance (degrees) of the target's reds
+        (hue 352-8 deg) at saturation >= 0.45, so orange, pink and purple objects are drawn as hard negatives.
     shade: range of a factor drawn per sequence that scales every lit surface (ground, objects and the
         target; not the sky, which the simulator does not light): dim or low light as in shadow, dusk or
         an overcast day darkens what the sun lights while the sky stays bright, so the red target and the
@@ -82,6 +86,7 @@ class AugmentConfig:
     channel_gain: tuple[float, float] = (1.0, 1.0)
     recolour_prob: float = 0.0
     recolour_classes: tuple[str, ...] = ("sky", "ground", "objects")
+    recolour_hue_margin_deg: float = 0.0
     shade: tuple[float, float] = (1.0, 1.0)
     ground_texture_max: float = 0.0
     blur_sigma_max: float = 0.0
@@ -113,6 +118,8 @@ class AugmentConfig:
         for name in ("recolour_prob", "cutout_prob", "flip_prob", "hide_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.recolour_hue_margin_deg <= 90.0:
+            problems.append(f"recolour_hue_margin_deg must be in [0, 90], got {self.recolour_hue_margin_deg}")
         for name in ("ground_texture_max", "blur_sigma_max"):
             if not 0.0 <= getattr(self, name) < 1e3:
                 problems.append(f"{name} must be in [0, 1000), got {getattr(self, name)}")
@@ -192,11 +199,29 @@ class SceneDraw:
     shade: float = 1.0  # factor on every lit (non-sky) pixel
 
 
-def _not_target_like(rng: np.random.Generator) -> np.ndarray:
-    """A random colour (0-1 RGB) that is not a saturated red: red stays the target's colour."""
+# Hues (degrees) of the target colours in the scenarios: (0.80, 0.05, 0.15) to (0.95, 0.25, 0.10).
+TARGET_HUES_DEG = (352.0, 8.0)
+
+
+def target_like(colour: np.ndarray, hue_margin_deg: float = 0.0) -> bool:
+    """Whether a 0-1 RGB colour could pass for the target (see AugmentConfig.recolour_hue_margin_deg)."""
+    r, g, b = (float(v) for v in colour)
+    if hue_margin_deg <= 0.0:
+        return r > 0.45 and r > 1.6 * g and r > 1.6 * b
+    high, low = max(r, g, b), min(r, g, b)
+    if high <= 0.0 or (high - low) / high < 0.45:
+        return False  # greys and pastels
+    hue = float(cv2.cvtColor(np.array([[[r, g, b]]], np.float32), cv2.COLOR_RGB2HSV)[0, 0, 0])
+    first, last = TARGET_HUES_DEG  # the band wraps through 0
+    return ((hue - first) % 360.0 <= (last - first) % 360.0 or min((first - hue) % 360.0, (hue - last) % 360.0)
+            <= hue_margin_deg)
+
+
+def _not_target_like(rng: np.random.Generator, hue_margin_deg: float = 0.0) -> np.ndarray:
+    """A random colour (0-1 RGB) that could not pass for the target: red stays the target's colour."""
     while True:
         colour = rng.random(3)
-        if not (colour[0] > 0.45 and colour[0] > 1.6 * colour[1] and colour[0] > 1.6 * colour[2]):
+        if not target_like(colour, hue_margin_deg):
             return colour
 
 
@@ -204,7 +229,7 @@ def sample_scene(config: AugmentConfig, rng: np.random.Generator, height: int, w
     recolour = {}
     for cls in (RECOLOUR_CLASS_NAMES[name] for name in config.recolour_classes):
         if config.recolour_prob > 0 and rng.random() < config.recolour_prob:
-            recolour[cls] = (_not_target_like(rng).astype(np.float32) * 255.0, float(rng.uniform(0.3, 1.5)))
+            recolour[cls] = (_not_target_like(rng, config.recolour_hue_margin_deg).astype(np.float32) * 255.0, float(rng.uniform(0.3, 1.5)))
     texture = None
     if config.ground_texture_max > 0:
         amplitude = rng.uniform(0.0, config.ground_texture_max)
@@ -248,7 +273,8 @@ def apply_scene(images: np.ndarray, segmentation: np.ndarray | None, draw: Scene
             rw = int(rng.integers(1, max(2, int(config.cutout_max_frac * w) + 1)))
             top, left = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
             keep = x[k].copy()
-            x[k, top:top + rh, left:left + rw] = _not_target_like(rng).astype(np.float32) * 255.0
+            x[k, top:top + rh, left:left + rw] = (_not_target_like(rng, config.recolour_hue_margin_deg)
+                                                  .astype(np.float32) * 255.0)
             if segmentation is not None:  # the target stays visible: a cutout is scenery, not an occluder
                 target = segmentation[k] == TARGET
                 x[k][target] = keep[target]
