@@ -88,6 +88,16 @@ def test_collect_writes_one_shard_per_episode_and_resumes(tmp_path, tiny_suite):
     runs = json.loads((out / "collection.json").read_text())["runs"]
     assert [r["written"] for r in runs] == [2, 1]  # a resumed run keeps the first run's record
 
+    # Resuming with another expert would mix two label sets in one folder: refused, naming the field.
+    from dataclasses import replace
+
+    from liquid_control.simulation.expert import ExpertConfig
+
+    other = replace(config, expert=ExpertConfig(chase_forward_gain=1.6))
+    with pytest.raises(ValueError, match="another expert.*chase_forward_gain: 0.8 -> 1.6"):
+        collect(str(tiny_suite), out, workers=1, base_seed=10, config=other, progress=False)
+    assert len(json.loads((out / "collection.json").read_text())["runs"]) == 2  # nothing flown or recorded
+
 
 def test_collect_cli(tmp_path, tiny_suite, capsys):
     out = tmp_path / "cli"

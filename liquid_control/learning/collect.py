@@ -29,7 +29,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from liquid_control.learning.dataset import (EpisodeData, list_shards, shard_bytes, shard_name,
+from liquid_control.learning.dataset import (EpisodeData, list_shards, read_shard, shard_bytes, shard_name,
                                              write_shard_bytes)
 from liquid_control.simulation.expert import ExpertConfig, PerturbationConfig
 from liquid_control.util.executors import check_address, executor_for, local_path, ship
@@ -178,6 +178,7 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
     out.mkdir(parents=True, exist_ok=True)
     existing = {p.name for p in list_shards(out)}
     planned = plan_jobs(suite, episodes, base_seed)
+    _check_same_expert(out, sorted(existing), config.expert)
     jobs = [(sc, seed, config) for sc, seed in planned if shard_name(sc.name, seed) not in existing]
     modes: dict[str, int] = {}
     start = time.perf_counter()
@@ -203,6 +204,22 @@ def collect(suite_name: str, out_dir: str | os.PathLike, episodes: int | None = 
               "config": {**asdict(config), "perturbation": asdict(config.perturbation)}, **asdict(summary)}
     _append_run(out / "collection.json", record)
     return summary
+
+
+def _check_same_expert(out: Path, existing: list[str], expert: ExpertConfig) -> None:
+    """Resuming must not mix labels: ValueError when the folder's shards were labelled by another expert.
+    One shard tells (a folder is filled by one expert); shards from before the record count as the default."""
+    if not existing:
+        return
+    recorded = read_shard(out / existing[0]).meta.get("expert", {})
+    try:
+        theirs = ExpertConfig(**recorded)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"collect: {out / existing[0]} records an expert this code cannot read ({exc})") from None
+    if theirs != expert:
+        changed = [f"{k}: {v} -> {getattr(expert, k)}" for k, v in asdict(theirs).items() if getattr(expert, k) != v]
+        raise ValueError(f"collect: {out} holds episodes labelled by another expert ({'; '.join(changed)}); "
+                         "collect into another folder")
 
 
 def _append_run(path: Path, record: dict[str, Any]) -> None:
