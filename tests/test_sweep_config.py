@@ -53,6 +53,20 @@ def test_two_recipes_label_rows_by_model_and_recipe(repo_root, monkeypatch, tmp_
     assert all(r.train.optim.epochs == 1 and r.train.optim.threads == 1 for r in short)
 
 
+def test_each_data_folder_is_collected_by_its_recipes_expert(repo_root, monkeypatch, tmp_path):
+    from liquid_control.learning.sweep import data_collections
+
+    monkeypatch.chdir(repo_root)
+    stiff = {"expert.chase_forward_gain": 2.0}
+    runs = plan(SweepConfig.from_dict({**VALID, "out_dir": str(tmp_path), "recipes": {"default": {}, "stiff": stiff}}))
+    with pytest.raises(ConfigError, match="two recipes collect different data"):
+        data_collections(runs)  # one folder, two experts: the labels would mix
+    own = {**stiff, "data.sources": [str(tmp_path / "stiff_data")]}
+    runs = plan(SweepConfig.from_dict({**VALID, "out_dir": str(tmp_path), "recipes": {"default": {}, "stiff": own}}))
+    experts = {folder: expert.chase_forward_gain for folder, *_, expert in data_collections(runs)}
+    assert experts[str(tmp_path / "stiff_data")] == 2.0 and len(experts) == 2
+
+
 @pytest.mark.parametrize("change, message", [
     ({"models": []}, "models"), ({"models": ["cfc", "cfc"]}, "repeat"), ({"models": ["a b"]}, "not a name"),
     ({"seeds": [0, 0]}, "repeated"), ({"seeds": [True]}, "seeds"), ({"seeds": "0"}, "seeds"),

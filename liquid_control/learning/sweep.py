@@ -193,16 +193,16 @@ def _absolute_paths(train: Any) -> Any:
     return replace(train, data=data, model=model)
 
 
-def data_collections(runs: list[SweepRun]) -> list[tuple[str, Any, int, int]]:
-    """(folder, collect section, height, width) for each distinct training-data folder to collect."""
-    seen: dict[str, tuple[str, Any, int, int]] = {}
+def data_collections(runs: list[SweepRun]) -> list[tuple[str, Any, int, int, Any]]:
+    """(folder, collect section, height, width, expert) for each distinct training-data folder to collect."""
+    seen: dict[str, tuple[str, Any, int, int, Any]] = {}
     for run in runs:
         section = run.train.data.collect
         if section is None:
             continue
         folder = run.train.data.sources[0]
         size = (int(run.train.model.perception.get("height", 48)), int(run.train.model.perception.get("width", 64)))
-        entry = (folder, section, *size)
+        entry = (folder, section, *size, run.train.expert)
         if folder in seen and seen[folder] != entry:
             raise ConfigError(f"sweep: two recipes collect different data into {folder}; give them their own "
                               "data.sources")
@@ -262,11 +262,11 @@ def run_sweep(config: SweepConfig, ray_address: str | None | bool = None, cpus: 
     out = Path(config.out_dir)
 
     def work(ray_or_local: str | None | bool) -> None:
-        for folder, section, height, width in collections if todo else []:
+        for folder, section, height, width, expert in collections if todo else []:
             collect(section.suite, folder, episodes=section.episodes, workers=section.workers,
                     base_seed=section.seed, progress=progress, ray_address=ray_or_local,
                     config=CollectConfig(height=height, width=width, perturbed_fraction=section.perturbed_fraction,
-                                         duration_s=section.duration_s))
+                                         duration_s=section.duration_s, expert=expert))
         for run in todo:  # the data is there now: the tasks only train and evaluate
             run.train = replace(run.train, data=replace(run.train.data, collect=None))
         if ray_or_local is False:
