@@ -110,6 +110,15 @@ def test_collect_cli(tmp_path, tiny_suite, capsys):
     assert cli_main(["collect", "--suite", str(tiny_suite), "--out", str(out), "--workers", "0"]) == 2
     with pytest.raises(SystemExit):
         cli_main(["collect", "--out", str(out), "--size", "12by16"])
+    # --set picks the labelling expert; a folder another expert labelled is refused, a bad field named.
+    stiff = ["collect", "--suite", str(tiny_suite), "--episodes", "1", "--size", "12x16", "--duration", "0.5",
+             "--no-progress", "--set", "chase_forward_gain=1.6"]
+    capsys.readouterr()
+    assert cli_main(stiff + ["--out", str(out)]) == 2 and "another expert" in capsys.readouterr().err
+    assert cli_main(stiff + ["--out", str(tmp_path / "stiff")]) == 0
+    assert read_shard(list_shards(tmp_path / "stiff")[0]).meta["expert"]["chase_forward_gain"] == 1.6
+    assert cli_main(stiff + ["--out", str(tmp_path / "x"), "--set", "no_such_gain=1"]) == 2
+    assert "no_such_gain" in capsys.readouterr().err
 
 
 def test_dagger_episode_flies_the_policy_and_stores_expert_labels(tmp_path, repo_root):

@@ -2,7 +2,7 @@
 
     liquid-control collect --suite train --episodes N --out DIR [--workers W] [--seed S]
                            [--perturbed-fraction F] [--size HxW] [--policy MODEL] [--duration S]
-                           [--ray [ADDRESS]]
+                           [--set FIELD=VALUE ...] [--ray [ADDRESS]]
 
 One shard per episode (``DIR/<scenario>_<seed>.npz``, see learning/dataset.py); episodes
 whose shard exists are skipped, so re-running the same command resumes. With --ray the episodes are
@@ -39,11 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, default=None,
                         help="model file: the policy flies and the expert labels (DAgger)")
     parser.add_argument("--duration", type=float, default=None, help="override episode length (s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="the labelling expert's gain, stand-off or limit (ExpertConfig field), as a recipe's "
+                             "`expert` section sets it, e.g. chase_forward_gain=1.6")
     add_ray_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from liquid_control.commands.expert import expert_config
     from liquid_control.learning.collect import CollectConfig, collect
     from liquid_control.simulation.scenario import ScenarioError
 
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         config = CollectConfig(height=args.size[0], width=args.size[1], perturbed_fraction=args.perturbed_fraction,
-                               duration_s=args.duration, policy_path=None if args.policy is None else str(args.policy))
+                               duration_s=args.duration, policy_path=None if args.policy is None else str(args.policy),
+                               expert=expert_config(args.overrides))
         summary = collect(args.suite, args.out, episodes=args.episodes, workers=args.workers, base_seed=args.seed,
                           config=config, progress=not args.no_progress, ray_address=args.ray)
     except (ScenarioError, ValueError) as err:
