@@ -149,7 +149,7 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
         bad.write_text(text + "\n")
         with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight"):
             load_config(bad)
-    config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2})
+    config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2, "selection.from_epoch": 2})
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
 
 
