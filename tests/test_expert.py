@@ -59,7 +59,8 @@ def test_size_referenced_standoff_holds_the_apparent_size():
     config = ExpertConfig(standoff_reference_size_m=0.35)
     for task, standoff in (("fly_to_target", config.standoff_m), ("chase", config.chase_standoff_m)):
         big = Expert(Camera(), config, task=task, target_size_m=0.70)
-        assert big.act(state((0, 0, 1)), np.array([2 * standoff, 0.0, 1.0]), np.zeros(3)) == pytest.approx(np.zeros(4), abs=1e-9)
+        held = big.act(state((0, 0, 1)), np.array([2 * standoff, 0.0, 1.0]), np.zeros(3))
+        assert held == pytest.approx(np.zeros(4), abs=1e-9)
         reference = Expert(Camera(), config, task=task, target_size_m=0.35)
         assert reference.act(state((0, 0, 1)), np.array([2 * standoff, 0.0, 1.0]), np.zeros(3))[0] > 0.1
         # The same apparent size gives the same command: half the size at half the range.

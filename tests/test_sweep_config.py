@@ -18,7 +18,8 @@ from liquid_control.config import ConfigError
 from liquid_control.learning.sweep import SweepConfig, load_sweep_config, plan
 
 VALID = {"name": "t", "models": ["cfc", "gru"], "recipe": "config/train_{model}.yaml", "seeds": [0, 1],
-         "recipes": {"default": {}, "short": {"optim.epochs": 1, "selection.from_epoch": 1}}, "overrides": {"optim.threads": 1},
+         "recipes": {"default": {}, "short": {"optim.epochs": 1, "selection.from_epoch": 1}},
+         "overrides": {"optim.threads": 1},
          "evaluate": {"suites": ["occlusion"], "episodes": 2, "seed": 5, "duration_s": 1.0, "backend": "torch"},
          "out_dir": "runs/x"}
 

@@ -141,8 +141,8 @@ class AugmentConfig:
     @property
     def scene_changes(self) -> bool:
         """Whether any mask-based, geometric or blur/cutout augmentation is on."""
-        return (self.recolour_prob > 0 or self.shade != (1.0, 1.0) or self.ground_texture_max > 0 or self.blur_sigma_max > 0
-                or self.cutout_prob > 0 or self.flip_prob > 0)
+        return (self.recolour_prob > 0 or self.shade != (1.0, 1.0) or self.ground_texture_max > 0
+                or self.blur_sigma_max > 0 or self.cutout_prob > 0 or self.flip_prob > 0)
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,8 @@ def target_like(colour: np.ndarray, hue_margin_deg: float = 0.0) -> bool:
         return False  # greys and pastels
     hue = float(cv2.cvtColor(np.array([[[r, g, b]]], np.float32), cv2.COLOR_RGB2HSV)[0, 0, 0])
     first, last = TARGET_HUES_DEG  # the band wraps through 0
-    return ((hue - first) % 360.0 <= (last - first) % 360.0 or min((first - hue) % 360.0, (hue - last) % 360.0)
-            <= hue_margin_deg)
+    inside = (hue - first) % 360.0 <= (last - first) % 360.0
+    return inside or min((first - hue) % 360.0, (hue - last) % 360.0) <= hue_margin_deg
 
 
 def _not_target_like(rng: np.random.Generator, hue_margin_deg: float = 0.0) -> np.ndarray:
@@ -229,7 +229,8 @@ def sample_scene(config: AugmentConfig, rng: np.random.Generator, height: int, w
     recolour = {}
     for cls in (RECOLOUR_CLASS_NAMES[name] for name in config.recolour_classes):
         if config.recolour_prob > 0 and rng.random() < config.recolour_prob:
-            recolour[cls] = (_not_target_like(rng, config.recolour_hue_margin_deg).astype(np.float32) * 255.0, float(rng.uniform(0.3, 1.5)))
+            colour = _not_target_like(rng, config.recolour_hue_margin_deg).astype(np.float32) * 255.0
+            recolour[cls] = (colour, float(rng.uniform(0.3, 1.5)))
     texture = None
     if config.ground_texture_max > 0:
         amplitude = rng.uniform(0.0, config.ground_texture_max)
