@@ -137,7 +137,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dagger: DaggerSection = field(default_factory=DaggerSection)
     # The expert that flies and labels the collected and DAgger episodes (simulation/expert.py); the default
-    # is the shipped model's (docs/RESULTS.md, round 4, for chase_forward_gain 1.6).
+    # is ExpertConfig()'s, the labels of the models shipped before round 5 (the shipped recipe sets its own).
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     selection: SelectionSection = field(default_factory=SelectionSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)

@@ -41,8 +41,8 @@ class ExpertConfig:
     forward_gain: float = 0.8  # m/s per m of distance error
     # Chase's own gain. The feed-forward of the target's velocity is invisible in one frame; flown without it
     # the expert keeps 2/10 train chases at 0.8 (lag v/gain = 1.25 m at 1 m/s, past the band's 2.25 m) and
-    # 10/10 at 1.6 (docs/SIMULATION.md). 0.8 is what the shipped model's labels used; 1.6 is a recipe option
-    # (`expert.chase_forward_gain`) that has not yet given better policies (docs/RESULTS.md, round 4).
+    # 10/10 at 1.6 (docs/SIMULATION.md). 0.8 gave the labels of the models shipped before round 5; the shipped
+    # recipe (config/train_cfc.yaml) asks for 1.6 with `standoff_reference_size_m` (docs/RESULTS.md, round 5).
     chase_forward_gain: float = 0.8
     brake_accel_mps2: float = 0.8  # forward speed <= sqrt(2·a·distance) so it can stop in time
     vertical_gain: float = 1.0  # m/s per m of height error
