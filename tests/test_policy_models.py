@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.models.perception import FeatureExtractor, PerceptionConfig, count_macs, preprocess
+from liquid_control.models.perception import (FeatureExtractor, PerceptionConfig, count_macs, normalise_input,
+                                              preprocess)
 
 from liquid_control.models.policy import (KINDS, PolicyConfig, PolicyModel, count_effective, count_trainable,
                                           expected_trainable, policy_for_budget)
@@ -175,6 +176,32 @@ def test_feature_extractor_sees_where_things_are():
     left[..., 40:56, 10:26] = 1.0
     right[..., 40:56, 102:118] = 1.0
     assert (net(left) - net(right)).abs().max() > 1e-3
+
+
+def test_input_norm_cancels_what_it_promises_and_nothing_more():
+    torch.manual_seed(0)
+    scene = torch.rand(2, 3, 24, 32) * 0.6 + 0.2
+    # "none" is the fixed centring of the models shipped before round 6 (their files carry no input_norm).
+    assert torch.equal(normalise_input(scene, "none"), (scene - 0.5) * 4.0)
+    assert PerceptionConfig.from_dict({"height": 24, "width": 32}).input_norm == "none"
+    # Dim light with some ambient: a gain and an offset on every channel. Cancelled up to the std floor
+    # (NORM_STD_FLOOR = 0.02 against this frame's std of ~0.1: a 2% change of scale).
+    dim = scene * 0.6 + 0.05
+    assert torch.allclose(normalise_input(dim, "image"), normalise_input(scene, "image"), rtol=0.03, atol=1e-3)
+    assert not torch.allclose(normalise_input(dim, "none"), normalise_input(scene, "none"), atol=0.1)
+    cast = scene * 0.6 + torch.tensor([0.2, 0.05, 0.0]).view(1, 3, 1, 1)  # warm colour cast, darker
+    assert torch.allclose(normalise_input(cast, "channel"), normalise_input(scene, "channel"), rtol=0.03,
+                          atol=1e-3)
+    # "image" keeps colour: a cast changes its output, so a red target stays red against a grey scene.
+    assert not torch.allclose(normalise_input(cast, "image"), normalise_input(scene, "image"), atol=0.05)
+    for mode in ("image", "channel"):
+        out = normalise_input(scene, mode)
+        assert torch.allclose(out.pow(2).mean(dim=(1, 2, 3)), torch.ones(2), atol=0.02)
+        # A black frame (camera blackout) is zeros, not noise blown up to unit scale.
+        black = normalise_input(torch.zeros(1, 3, 24, 32) + torch.rand(1, 3, 24, 32) * 1e-3, mode)
+        assert black.abs().max() < 0.1
+    with pytest.raises(ValueError, match="input_norm"):
+        PerceptionConfig(input_norm="batch")
 
 
 @pytest.mark.parametrize("height,width", [(97, 131), (480, 640), (7, 5)])

@@ -4,6 +4,7 @@
                             [--json OUT] [--markdown OUT] [--plots DIR] [--record DIR]
                             [--backend auto|onnxruntime|torch] [--fixed-timespan PERIODS] [--ray [ADDRESS]]
     liquid-control evaluate --compare LABEL=REPORT.json[,REPORT2.json] [--compare ...] [--markdown OUT]
+                            [--by FACTOR [--bins N] [--suite S ...]]
 
 Images -> perception -> policy -> flight controller through the policy node's own loop and the
 deployed runtimes, recurrent state carried (evaluation/closed_loop.py). Episode k of
@@ -11,6 +12,8 @@ a scenario uses seed S + k (default S = 1,000,000, held out from training data).
 With --ray the episodes are Ray tasks (a local Ray, or the cluster at ADDRESS; docs/SCALE.md), same results.
 --compare flies nothing: it tabulates earlier --json reports, one row per model, one column per suite;
 the same LABEL given again is another training seed of that model (cells: mean and min-max over seeds).
+With --by, the compared episodes are grouped by one factor their scenario drew (e.g. sky_colour,
+light_strength, target_size_m; evaluation/breakdown.py), to see which factor goes with failure.
 """
 from __future__ import annotations
 
@@ -29,8 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", action="append", default=None, metavar="LABEL=REPORT.json[,REPORT2.json]",
                         help="instead of flying: one table row per model from earlier --json reports; "
                              "repeat a LABEL for its other training seeds")
+    parser.add_argument("--by", metavar="FACTOR", default=None,
+                        help="with --compare: successes per value (or numeric bin) of one drawn scene factor, "
+                             "e.g. sky_colour, light_strength, target_size_m, target_range_m")
+    parser.add_argument("--bins", type=int, default=4, help="with --by: bins for a numeric factor (default 4)")
     parser.add_argument("--suite", action="append", default=None,
-                        help="suite name or path; repeat for several (default: train)")
+                        help="suite name or path; repeat for several (default: train; with --by: only these)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per scenario (default: the suite's)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
@@ -52,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from liquid_control.evaluation.breakdown import breakdown_markdown
     from liquid_control.evaluation.results_tables import comparison_markdown
 
     models = []
@@ -67,7 +75,10 @@ def run_compare(args: argparse.Namespace) -> int:
                 except (OSError, json.JSONDecodeError) as err:
                     raise ValueError(f"cannot read evaluation report {path}: {err}") from err
             models.append((label, reports))
-        table = comparison_markdown(models)
+        if args.by:
+            table = breakdown_markdown(models, args.by, args.bins, args.suite)
+        else:
+            table = comparison_markdown(models)
     except (ValueError, KeyError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -85,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         return run_compare(args)
+    if args.by:
+        print("error: --by groups --compare reports; fly with --json first, then --compare ... --by", file=sys.stderr)
+        return 2
     if args.model is None:
         print("error: evaluate needs --model (or --compare)", file=sys.stderr)
         return 2

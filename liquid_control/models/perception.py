@@ -18,11 +18,25 @@ import torch.nn.functional as F
 from torch import nn
 
 # Re-exported: the torch-free input side lives in perception_input (the deploy nodes import only that).
-from .perception_input import (ENCODINGS, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_FEATURES, MAX_INPUT_SIDE,
+from .perception_input import (ENCODINGS, INPUT_NORMS, MAX_CHANNELS, MAX_CONV_LAYERS, MAX_FEATURES, MAX_INPUT_SIDE,
                                MAX_KEYPOINTS, PerceptionConfig, count_macs, preprocess)
 
-__all__ = ["ENCODINGS", "FeatureExtractor", "MAX_CHANNELS", "MAX_CONV_LAYERS", "MAX_FEATURES", "MAX_INPUT_SIDE",
+__all__ = ["ENCODINGS", "FeatureExtractor", "INPUT_NORMS", "MAX_CHANNELS", "MAX_CONV_LAYERS", "MAX_FEATURES", "MAX_INPUT_SIDE",
            "MAX_KEYPOINTS", "PerceptionConfig", "count_macs", "preprocess"]
+
+
+# Floor on a frame's standard deviation (pixel units in [0, 1]) for input_norm: a black or uniform frame
+# (camera blackout, a wall filling the view) stays near zero instead of amplifying sensor noise.
+NORM_STD_FLOOR = 0.02
+
+
+def normalise_input(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, 3, H, W) pixels in [0, 1] -> the first conv's input, per `PerceptionConfig.input_norm`."""
+    if mode == "none":
+        return (images - 0.5) * 4.0  # centre [0, 1] pixels to about unit range
+    centred = images - images.mean(dim=(1, 2, 3) if mode == "image" else (2, 3), keepdim=True)
+    rms = torch.sqrt((centred ** 2).mean(dim=(1, 2, 3), keepdim=True) + NORM_STD_FLOOR ** 2)
+    return centred / rms
 
 
 class FeatureExtractor(nn.Module):
@@ -55,7 +69,7 @@ class FeatureExtractor(nn.Module):
         if images.dim() != 4 or tuple(images.shape[1:]) != (cfg.channels, cfg.height, cfg.width):
             raise ValueError(f"perception: expected images (batch, {cfg.channels}, {cfg.height}, {cfg.width}), "
                              f"got {tuple(images.shape)}")
-        x = self.trunk((images - 0.5) * 4.0)  # centre [0, 1] pixels to about unit range
+        x = self.trunk(normalise_input(images, cfg.input_norm))
         attention = F.softmax(self.keypoint_maps(x).flatten(2), dim=-1)  # (B, K, h*w)
         keypoints = torch.cat([(attention * self.grid_x).sum(-1), (attention * self.grid_y).sum(-1)], dim=1)
         pooled = x.mean(dim=(2, 3))

@@ -23,6 +23,7 @@ MAX_CHANNELS = 1024
 MAX_CONV_LAYERS = 10
 MAX_KEYPOINTS = 1024
 MAX_FEATURES = 4096
+INPUT_NORMS = ("none", "image", "channel")
 
 
 @dataclass
@@ -35,6 +36,13 @@ class PerceptionConfig(ConfigBase):
         conv_channels: output channels of the stride-2 3x3 convs; each halves H and W.
         keypoints: spatial-softmax keypoint maps (each gives an expected (x, y) in [-1, 1]).
         feature_size: length of the output feature vector.
+        input_norm: how the network scales its input image before the first conv (inside the network,
+            so ONNX exports and every runtime carry it):
+            "none": fixed centring, (x - 0.5) * 4 (the models shipped before round 6);
+            "image": subtract the frame's mean over all pixels and channels and divide by its standard
+                deviation, so a global change of brightness or exposure (dim light, gain) cancels;
+            "channel": subtract each channel's own mean, then divide by the frame's standard deviation,
+                so a global colour cast (white balance, coloured light) cancels too.
     """
 
     height: int = 96
@@ -43,6 +51,7 @@ class PerceptionConfig(ConfigBase):
     conv_channels: tuple[int, ...] = (16, 32, 48, 64)
     keypoints: int = 16
     feature_size: int = 32
+    input_norm: str = "none"
 
     def __post_init__(self) -> None:
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
@@ -51,6 +60,8 @@ class PerceptionConfig(ConfigBase):
             problems.append(f"channels must be 3 (RGB), got {self.channels}")
         if not self.conv_channels or any(c < 1 for c in self.conv_channels):
             problems.append("conv_channels must be a non-empty list of positive integers")
+        if self.input_norm not in INPUT_NORMS:
+            problems.append(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
         if self.keypoints < 1 or self.feature_size < 1:
             problems.append("keypoints and feature_size must be positive")
         if len(self.conv_channels) > MAX_CONV_LAYERS or any(c > MAX_CHANNELS for c in self.conv_channels):
