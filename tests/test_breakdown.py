@@ -54,6 +54,9 @@ def test_suite_filter_and_derived_factors():
     rows, _ = breakdown([("m", [train, ranged])], "target_range_m", bins=3, suites=["ood_range"])
     assert {suite for suite, _ in rows} == {"ood_range"}
     assert float(rows[0][1][1:].split(",")[0]) >= 8.0  # ood_range draws 8-14 m
+    rows, cells = breakdown([("m", [train])], "distractor_count")
+    assert [g for _, g in rows] == ["0", "1", "2", "3"]  # train draws 0-3 distractors: a row per count
+    assert sum(cells[("m", s, g)][1] for s, g in rows) == len(SEEDS)
     assert "distractor_count" in FACTORS and "target_range_m" in FACTORS and "seed" not in FACTORS
 
 

@@ -3,8 +3,8 @@
 An evaluation report keeps each episode's scenario and seed, and `sample_episode` is deterministic, so
 every factor the scenario drew (sky colour, light strength, target size, ...) can be drawn again after the
 fact without flying. `breakdown_markdown` groups a report's episodes by one factor and tabulates
-successes per group and model: categorical factors (colours, shapes, textures, airframes) by value,
-numeric ones in equal-width bins over the values seen in each suite.
+successes per group and model: categorical factors (colours, shapes, textures, airframes) and numbers
+with few distinct values (counts) by value, other numbers in equal-width bins over each suite's values.
 
     liquid-control evaluate --compare shipped=docs/results/shipped_round5.json --by sky_colour
 """
@@ -18,6 +18,10 @@ import numpy as np
 
 from liquid_control.simulation.sampling import EpisodeSpec, sample_episode
 from liquid_control.simulation.scenario import ScenarioError, load_scenario
+
+
+# A numeric factor with at most this many distinct values (counts, a few sizes) gets a row per value.
+MAX_DISTINCT_NUMBERS = 6
 
 
 def _start_range(spec: EpisodeSpec) -> float:
@@ -102,9 +106,12 @@ def breakdown(models: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], factor:
     groupers: dict[str, Callable[[Any], str]] = {}
     for suite in dict.fromkeys(s for _, s, _, _ in drawn):
         values = [v for _, s, v, _ in drawn if s == suite]
-        numeric = all(isinstance(v, float) for v in values)
-        groupers[suite] = _bins(values, bins) if numeric else (
-            lambda v: v if isinstance(v, str) else "(" + ", ".join(f"{x:.2f}" for x in v) + ")")
+        if not all(isinstance(v, float) for v in values):
+            groupers[suite] = lambda v: v if isinstance(v, str) else "(" + ", ".join(f"{x:.2f}" for x in v) + ")"
+        elif len(set(values)) <= max(bins, MAX_DISTINCT_NUMBERS):  # e.g. counts: one row per value
+            groupers[suite] = lambda v: f"{v:g}"
+        else:
+            groupers[suite] = _bins(values, bins)
     cells: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     rows: dict[tuple[str, str], Any] = {}
     for label, suite, value, success in drawn:
