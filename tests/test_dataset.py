@@ -69,6 +69,11 @@ def test_leftover_temp_files_are_never_listed_and_bad_shards_are_named(tmp_path)
     truncated.write_bytes((tmp_path / "good_000000.npz").read_bytes()[:200])
     with pytest.raises(DatasetError, match="trunc_000000.npz.*unreadable"):
         read_shard(truncated)
+    (tmp_path / "collection.json").write_text('{"episodes": 3}')  # not a shard at all: said so, not "pickled"
+    with pytest.raises(DatasetError, match="collection.json: not an .npz archive"):
+        read_shard(tmp_path / "collection.json")
+    with pytest.raises(DatasetError, match="missing.npz: unreadable"):
+        read_shard(tmp_path / "missing.npz")
 
 
 def test_invalid_episodes_are_refused_with_the_problem_named(tmp_path):

@@ -179,6 +179,10 @@ def read_shard(path: str | os.PathLike) -> EpisodeData:
     """Read one shard (no pickle); DatasetError names the file and the problem."""
     path = Path(path)
     try:
+        # np.load reads a non-zip file as a pickle and then says it "contains pickled data": name the real fault.
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                raise DatasetError(f"shard {path}: not an .npz archive (no zip header)")
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in (*ARRAY_KEYS, "meta") if k not in data.files]
             if missing:
