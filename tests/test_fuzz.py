@@ -132,7 +132,7 @@ def test_policy_step_timespans_and_feature_scales(ctx, timespan, scale):
 
 
 @settings(max_examples=25)
-@given(section=st.sampled_from(["optim", "model", "data", "augment", "output"]), value=json_values)
+@given(section=st.sampled_from(["optim", "model", "data", "augment", "output", "extends"]), value=json_values)
 def test_recipe_section_values(ctx, tmp_path_factory, section, value):
     from liquid_control.config import ConfigError
     from liquid_control.learning.recipe import load_config

@@ -11,6 +11,7 @@ import torch
 from liquid_control.learning.augment import (AugmentConfig, Photometric, apply_photometric, drop_mask, jitter_times,
                                              sample_photometric, timespans)
 from liquid_control.learning.dataset import EpisodeData, shard_name, write_shard
+from liquid_control import cli
 from liquid_control.config import ConfigError
 from liquid_control.learning.recipe import load_config
 from liquid_control.learning.sampler import StreamSampler, prefetched
@@ -153,6 +154,39 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
 
 
+def test_a_recipe_extends_another_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\noptim: {epochs: 5, batch_size: 4}\n"
+                                        "model: {kind: cfc, perception: {height: 24, width: 32}}\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nmodel: {perception: {height: 48}}\n")
+    (tmp_path / "leaf.yaml").write_text("extends: mid.yaml\nname: leaf\noptim: {epochs: 2}\n")
+    config = load_config(tmp_path / "leaf.yaml", {"optim.batch_size": 8})
+    assert config.name == "leaf" and config.optim.epochs == 2 and config.optim.batch_size == 8
+    assert config.model.kind == "cfc" and config.model.perception == {"height": 48, "width": 32}
+    assert load_config(tmp_path / "base.yaml").model.perception == {"height": 24, "width": 32}  # base unchanged
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"a.yaml": "extends: a.yaml\n"}, "circular extends"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "circular extends"),
+    ({"a.yaml": "extends: nowhere.yaml\n"}, "nowhere.yaml does not exist"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "extends must name another recipe file"),
+    ({"a.yaml": "extends: ''\n"}, "extends must name another recipe file"),
+    ({"a.yaml": "extends: \"b\\0.yaml\"\n"}, "extends"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "- 1\n"}, "b.yaml: the top level must be a mapping"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "optim: {epochz: 1}\n"}, r"a.yaml \(extends b.yaml\).optim.*epochz"),
+    ({f"r{k}.yaml": f"extends: r{k + 1}.yaml\n" for k in range(12)} | {"r12.yaml": "name: end\n"}, "longer than"),
+])
+def test_bad_extends_is_a_clear_error(tmp_path, capsys, files, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    first = tmp_path / next(iter(files))
+    with pytest.raises(ConfigError, match=match):
+        load_config(first)
+    assert cli.main(["train", "--config", str(first), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(match, err) and "Traceback" not in err
+
+
 def test_baseline_recipes_have_equal_budgets_and_the_same_recipe(repo_root):
     from liquid_control.models import count_trainable
 
@@ -167,6 +201,8 @@ def test_baseline_recipes_have_equal_budgets_and_the_same_recipe(repo_root):
         # Same data, optimiser and augmentation as the CfC recipe.
         assert config.data == configs["cfc"].data and config.optim == configs["cfc"].optim
         assert config.augment == configs["cfc"].augment and config.dagger == configs["cfc"].dagger
+        assert config.expert == configs["cfc"].expert and config.selection == configs["cfc"].selection
+        assert config.model.perception == configs["cfc"].model.perception
     assert all(19_000 <= c <= 21_000 for c in counts.values()), counts
 
 

@@ -3,6 +3,10 @@
 Every key is a field of the dataclasses below (unknown keys are errors naming the key, via
 `liquid_control.config.config_from_dict`); `load_config` reads a file with dotted overrides
 (`--set optim.epochs=2`) and checks the values.
+
+A recipe may start with ``extends: <file>`` (a path relative to the recipe's folder): it is that file with
+the keys this one names replaced, section by section at every depth, so a baseline recipe names only
+what differs from the shipped one (config/train_gru.yaml: the model kind and the output paths).
 """
 from __future__ import annotations
 
@@ -147,9 +151,10 @@ class TrainConfig:
         return asdict(self)
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML recipe; `overrides` maps dotted keys (``"optim.epochs"``) to values."""
-    path = Path(path)
+MAX_EXTENDS = 8  # the shipped recipes extend one level; a longer chain is a mistake
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
     try:  # bounded: size, UTF-8, nesting depth and alias expansion (util.safe_input)
@@ -159,6 +164,54 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"training config {path}: the top level must be a mapping of sections, "
                           f"got {short_repr(data)}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys replaced; a mapping over a mapping merges key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        merged[key] = _deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def _read_recipe(path: Path) -> tuple[dict[str, Any], str]:
+    """The recipe's mapping with its `extends` chain merged in (iterative and bounded, so no cycle or
+    chain can hang or exhaust the stack), and how errors name it."""
+    chain, seen = [], []
+    current = path
+    while True:
+        data = _read_mapping(current)
+        seen.append(str(current.resolve()))
+        chain.append(data)
+        base = data.get("extends")
+        if base is None:
+            break
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"training config {current}: extends must name another recipe file, got "
+                              f"{short_repr(base)}")
+        current = current.parent / base
+        try:
+            resolved = str(current.resolve())
+        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+            raise ConfigError(f"training config {path}: extends {short_repr(base)}: {exc}") from None
+        if resolved in seen:
+            raise ConfigError(f"training config {path}: circular extends through {current}")
+        if len(chain) > MAX_EXTENDS:
+            raise ConfigError(f"training config {path}: the extends chain is longer than {MAX_EXTENDS} files")
+    merged: dict[str, Any] = {}
+    for data in reversed(chain):
+        merged = _deep_merge(merged, {k: v for k, v in data.items() if k != "extends"})
+    bases = [data["extends"] for data in chain[:-1]]
+    return merged, str(path) if not bases else f"{path} (extends {' -> '.join(bases)})"
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML recipe (and the recipes it `extends`); `overrides` maps dotted keys
+    (``"optim.epochs"``) to values."""
+    path = Path(path)
+    data, where = _read_recipe(path)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -167,8 +220,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
             if not isinstance(node, dict):
                 raise ConfigError(f"training config {path}: --set {dotted}: {key} is not a section")
         node[leaf] = value
-    config = config_from_dict(TrainConfig, data, str(path))
-    _check(config, str(path))
+    config = config_from_dict(TrainConfig, data, where)
+    _check(config, where)
     return config
 
 
