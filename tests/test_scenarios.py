@@ -58,6 +58,19 @@ def test_each_ood_scenario_shifts_exactly_one_factor_of_its_train_scenario(suite
         assert ood.task == train.task
 
 
+def test_each_combined_scenario_shifts_two_factors_at_once():
+    """The `combined` suite probes generality: two shifts of train at once (a factor being a section, the
+    ground and sky together being appearance), neither a time-suite factor."""
+    entries = load_suite("combined").entries
+    assert {e.scenario.task for e in entries} == {"fly_to_target", "target_loop", "chase"}
+    for entry in entries:
+        scenario = entry.scenario
+        changed = changed_keys(scenario, load_scenario("train_" + scenario.task))
+        factors = {{"ground": "appearance", "sky": "appearance"}.get(k.split(".")[0], k.split(".")[0]) for k in changed}
+        assert len(factors) == 2 and not factors & {"occlusion"}, (scenario.name, factors)
+        assert scenario.section("timing")["rate_hz"] is None, scenario.name
+
+
 def test_the_time_suites_switch_their_factor_on():
     for entry in load_suite("occlusion").entries:
         section = entry.scenario.section("occlusion")
@@ -68,7 +81,7 @@ def test_the_time_suites_switch_their_factor_on():
         rate = entry.scenario.section("timing")["rate_hz"]
         assert (rate.low, rate.high) == (8.0, 60.0)
     assert "chase" in {e.scenario.task for e in load_suite("variable_rate").entries}
-    for name in ["train", *OOD_SUITES]:  # and no other suite has them
+    for name in ["train", *OOD_SUITES, "combined"]:  # and no other suite has them
         for entry in load_suite(name).entries:
             assert entry.scenario.section("occlusion")["count"].high == 0, entry.scenario.name
             assert entry.scenario.section("timing")["rate_hz"] is None, entry.scenario.name
