@@ -34,6 +34,31 @@ def test_perturbed_episode_flies_noise_but_stores_expert_labels():
     assert np.isfinite(clean.positions).all() and np.isfinite(clean.velocities_body).all()
 
 
+def test_decoy_episodes_fly_to_distractors_but_store_the_clean_experts_labels():
+    """A decoy episode's flown expert detours to distractors as if they were the target (so its commands
+    turn away from the labels' for seconds at a time), while the labels stay the true target's expert."""
+    from liquid_control.simulation.episode import DecoyController, EpisodeConfig, ExpertController, run_episode
+    from liquid_control.simulation.sampling import sample_episode
+
+    scenario = load_scenario("train_target_loop")
+    seed = next(k for k in range(50) if len(sample_episode(scenario, k).distractors) >= 2)
+    config = EpisodeConfig(render=False, duration_s=12.0)
+    decoy = DecoyController(ExpertController(config.camera), mean_interval_s=1.0)
+    flown = run_episode((scenario, seed), decoy, ExpertController(config.camera), config)
+    again = run_episode((scenario, seed), DecoyController(ExpertController(config.camera), mean_interval_s=1.0),
+                        ExpertController(config.camera), config)
+    np.testing.assert_array_equal(flown.commands, again.commands)  # seeded from the episode
+    yaw_gap = np.abs(flown.commands[:, 3] - flown.labels[:, 3])
+    assert (yaw_gap > 0.3).sum() > 30  # whole seconds of turning elsewhere than the label says
+    plain = run_episode((scenario, seed), ExpertController(config.camera), ExpertController(config.camera), config)
+    np.testing.assert_allclose(plain.commands, plain.labels, atol=1e-9)
+    episode = collect_episode(scenario, seed, CollectConfig(height=12, width=16, perturbed_fraction=1.0,
+                                                            decoy_fraction=1.0, duration_s=1.0))
+    assert episode.meta["controller"] == "decoy"
+    with pytest.raises(ValueError, match="decoy_fraction"):
+        CollectConfig(decoy_fraction=1.5)
+
+
 def test_the_collection_expert_is_configurable_and_recorded_in_every_shard(repo_root):
     """A recipe's `expert` section flies and labels the episodes (the shipped model's data used chase gain
     0.8): a softer chase gain gives smaller forward labels at the same states, and the shard says which."""

@@ -105,6 +105,28 @@ def test_commands_stay_within_limits_and_are_continuous():
     assert np.max(np.abs(a - b)) < 0.02
 
 
+def test_obstacle_clearance_brakes_for_objects_in_the_forward_corridor_only():
+    """With obstacle_clearance_m the forward speed is capped to what can stop that far from an object's
+    surface (sqrt(2 a gap)); objects beside, above or behind the corridor, or no clearance, change nothing."""
+    config = ExpertConfig(obstacle_clearance_m=0.5)
+    target = np.array([8.0, 0.0, 1.0])
+    free = Expert(Camera(), config).act(state((0, 0, 1)), target)[0]
+    assert free == pytest.approx(config.max_forward_mps)
+    expert = Expert(Camera(), config)
+    expert.reset("fly_to_target", obstacles=[((2.0, 0.2, 1.1), 0.3)])  # 2 m ahead: gap 2 - 0.3 - 0.5 = 1.2 m
+    assert expert.act(state((0, 0, 1)), target)[0] == pytest.approx(math.sqrt(2 * config.brake_accel_mps2 * 1.2))
+    expert.reset("fly_to_target", obstacles=[((0.7, 0.0, 1.0), 0.3)])  # inside the clearance: stop
+    assert expert.act(state((0, 0, 1)), target)[0] == pytest.approx(0.0)
+    for beside in [((2.0, 1.2, 1.0), 0.3), ((2.0, 0.0, 2.5), 0.3), ((-1.0, 0.0, 1.0), 0.3)]:
+        expert.reset("fly_to_target", obstacles=[beside])
+        assert expert.act(state((0, 0, 1)), target)[0] == pytest.approx(free), beside
+    ignoring = Expert(Camera())
+    ignoring.reset("fly_to_target", obstacles=[((0.7, 0.0, 1.0), 0.3)])
+    assert ignoring.act(state((0, 0, 1)), target)[0] == pytest.approx(free)  # default: obstacles ignored
+    with pytest.raises(ValueError, match="obstacle_clearance_m"):
+        ExpertConfig(obstacle_clearance_m=-0.5)
+
+
 def test_bad_target_is_a_clear_error():
     with pytest.raises(ValueError, match="target_position"):
         Expert(Camera()).act(state((0, 0, 1)), np.array([np.nan, 0, 1]))

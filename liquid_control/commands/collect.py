@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of each scenario (default 0)")
     parser.add_argument("--perturbed-fraction", type=float, default=0.7,
                         help="share of episodes flown with exploration noise, labelled by the expert (default 0.7)")
+    parser.add_argument("--decoy-fraction", type=float, default=0.0,
+                        help="share of the perturbed episodes whose expert now and then flies to a distractor as "
+                             "if it were the target, labelled by a clean expert (default 0)")
     parser.add_argument("--size", type=_size, default=(48, 64), help="stored image size HxW (default 48x64)")
     parser.add_argument("--policy", type=Path, default=None,
                         help="model file: the policy flies and the expert labels (DAgger)")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         config = CollectConfig(height=args.size[0], width=args.size[1], perturbed_fraction=args.perturbed_fraction,
+                               decoy_fraction=args.decoy_fraction,
                                duration_s=args.duration, policy_path=None if args.policy is None else str(args.policy),
                                expert=expert_config(args.overrides))
         summary = collect(args.suite, args.out, episodes=args.episodes, workers=args.workers, base_seed=args.seed,

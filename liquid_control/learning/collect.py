@@ -48,6 +48,8 @@ class CollectConfig:
     policy_backend: runtime for that policy; "torch" loads in milliseconds per episode, while
         "onnxruntime" (the deploy path, numerically equal within 1e-5) exports for seconds first.
     expert: the expert's gains and limits (flies and labels; recorded in every shard's meta).
+    decoy_fraction: share of the perturbed episodes whose flown expert now and then detours to a
+        distractor as if it were the target (`DecoyController`; labels stay the clean expert's).
     """
 
     height: int = 48
@@ -58,12 +60,15 @@ class CollectConfig:
     policy_path: str | None = None
     policy_backend: str = "torch"
     expert: ExpertConfig = field(default_factory=ExpertConfig)
+    decoy_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
             raise ValueError(f"CollectConfig: image size must be positive, got {self.height}x{self.width}")
         if not 0.0 <= self.perturbed_fraction <= 1.0:
             raise ValueError(f"CollectConfig: perturbed_fraction must be in [0, 1], got {self.perturbed_fraction}")
+        if not 0.0 <= self.decoy_fraction <= 1.0:
+            raise ValueError(f"CollectConfig: decoy_fraction must be in [0, 1], got {self.decoy_fraction}")
 
 
 def is_perturbed(seed: int, fraction: float) -> bool:
@@ -71,10 +76,16 @@ def is_perturbed(seed: int, fraction: float) -> bool:
     return bool(np.random.default_rng([int(seed), 0xC011EC7]).random() < fraction)
 
 
+def has_decoys(seed: int, fraction: float) -> bool:
+    """Whether perturbed episode `seed` also detours to distractors (a draw independent of is_perturbed's)."""
+    return bool(np.random.default_rng([int(seed), 0xDEC0]).random() < fraction)
+
+
 def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectConfig()) -> EpisodeData:
     """Fly one episode and return it as training data (one row per delivered frame)."""
     from liquid_control.simulation.camera import CameraConfig
-    from liquid_control.simulation.episode import EpisodeConfig, ExpertController, PerturbedController, run_episode
+    from liquid_control.simulation.episode import (DecoyController, EpisodeConfig, ExpertController,
+                                                   PerturbedController, run_episode)
 
     # Segmentation is a by-product of ray casting (the image pixels are the same with or without it).
     episode_config = EpisodeConfig(camera=CameraConfig(segmentation=True), render=True, keep_frames=True,
@@ -87,10 +98,12 @@ def collect_episode(scenario: Any, seed: int, config: CollectConfig = CollectCon
         labeller = ExpertController(episode_config.camera, config.expert)
         mode = "dagger"
     elif is_perturbed(seed, config.perturbed_fraction):
-        controller = PerturbedController(ExpertController(episode_config.camera, config.expert), config.perturbation,
-                                         control_hz=episode_config.control_hz)
-        labeller = ExpertController(episode_config.camera, config.expert)
+        flown: Any = ExpertController(episode_config.camera, config.expert)
         mode = "perturbed"
+        if config.decoy_fraction > 0 and has_decoys(seed, config.decoy_fraction):
+            flown, mode = DecoyController(flown, control_hz=episode_config.control_hz), "decoy"
+        controller = PerturbedController(flown, config.perturbation, control_hz=episode_config.control_hz)
+        labeller = ExpertController(episode_config.camera, config.expert)
     else:
         controller = ExpertController(episode_config.camera, config.expert)
         mode = "expert"

@@ -36,6 +36,7 @@ class CollectSection:
     seed: int = 0
     perturbed_fraction: float = 0.7
     duration_s: float | None = None
+    decoy_fraction: float = 0.0  # share of perturbed episodes that detour to distractors (CollectConfig)
 
 
 @dataclass

@@ -266,7 +266,8 @@ def run_sweep(config: SweepConfig, ray_address: str | None | bool = None, cpus: 
             collect(section.suite, folder, episodes=section.episodes, workers=section.workers,
                     base_seed=section.seed, progress=progress, ray_address=ray_or_local,
                     config=CollectConfig(height=height, width=width, perturbed_fraction=section.perturbed_fraction,
-                                         duration_s=section.duration_s, expert=expert))
+                                         decoy_fraction=section.decoy_fraction, duration_s=section.duration_s,
+                                         expert=expert))
         for run in todo:  # the data is there now: the tasks only train and evaluate
             run.train = replace(run.train, data=replace(run.train.data, collect=None))
         if ray_or_local is False:

@@ -201,7 +201,7 @@ def _maybe_collect(config: TrainConfig, progress: bool) -> dict[str, Any] | None
                       base_seed=section.seed,
                       config=CollectConfig(height=perception.height, width=perception.width, expert=config.expert,
                                            perturbed_fraction=section.perturbed_fraction,
-                                           duration_s=section.duration_s),
+                                           decoy_fraction=section.decoy_fraction, duration_s=section.duration_s),
                       progress=progress)
     return asdict(summary)
 

@@ -87,11 +87,48 @@ class ExpertController:
         self.feedforward = feedforward
 
     def reset(self, spec: EpisodeSpec) -> None:
-        self.expert.reset(spec.task, spec.target_size_m)
+        # Every distractor collides (scene_from_spec; an occluder is not in spec.distractors and does not).
+        # 0.75 x size covers a box's half-diagonal (0.71 x its edge).
+        self.expert.reset(spec.task, spec.target_size_m, [(d.position, 0.75 * d.size_m) for d in spec.distractors])
 
     def act(self, observation: Observation) -> np.ndarray:
         velocity = observation.target_velocity if self.feedforward else None
         return self.expert.act(observation.state, observation.target_position, velocity)
+
+
+class DecoyController:
+    """An expert that now and then flies to a distractor as if it were the target: exploration for data
+    collection only. Stored labels come from a clean expert, so the data shows what to do when the drone
+    is heading for an object that is not the target (brake, and turn to the target or search for it).
+
+    A detour starts with probability 1 / (mean_interval_s x control_hz) per step while none is on, and lasts
+    a duration drawn from `detour_s` (s); the draws are seeded from the episode seed."""
+
+    def __init__(self, base: ExpertController, control_hz: float = 30.0, mean_interval_s: float = 6.0,
+                 detour_s: tuple[float, float] = (1.5, 4.0)) -> None:
+        self.base = base
+        self.start_prob = 1.0 / (mean_interval_s * control_hz)
+        self.detour_s = detour_s
+        self.decoys: list[np.ndarray] = []
+        self.rng = np.random.default_rng(0)
+        self.decoy: np.ndarray | None = None
+        self.until_s = -math.inf
+
+    def reset(self, spec: EpisodeSpec) -> None:
+        self.base.reset(spec)
+        self.decoys = [np.asarray(d.position, dtype=float) for d in spec.distractors]
+        self.rng = np.random.default_rng([spec.seed, 0xDEC0])
+        self.decoy, self.until_s = None, -math.inf
+
+    def act(self, observation: Observation) -> np.ndarray:
+        if self.decoy is not None and observation.time_s >= self.until_s:
+            self.decoy = None
+        if self.decoy is None and self.decoys and self.rng.random() < self.start_prob:
+            self.decoy = self.decoys[int(self.rng.integers(len(self.decoys)))]
+            self.until_s = observation.time_s + float(self.rng.uniform(*self.detour_s))
+        if self.decoy is None:
+            return self.base.act(observation)
+        return self.base.act(replace(observation, target_position=self.decoy, target_velocity=np.zeros(3)))
 
 
 class PerturbedController:

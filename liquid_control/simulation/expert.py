@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -60,10 +61,15 @@ class ExpertConfig:
     # Targets are 0.25-0.45 m in every suite, so metric range is ambiguous by ±30% in one image
     # (docs/RESULTS.md, round 5).
     standoff_reference_size_m: float | None = None
+    # None: obstacles are ignored (the labels of the models shipped before round 7). A distance (m): forward
+    # speed towards any object the drone would pass within this clearance is capped so that it can stop
+    # this far from the object's surface (the same braking law as for the target), whatever its colour.
+    obstacle_clearance_m: float | None = None
 
     def __post_init__(self) -> None:
+        optional = ("standoff_reference_size_m", "obstacle_clearance_m")
         bad = [f"{name}={value!r}" for name, value in vars(self).items()
-               if not (value is None and name == "standoff_reference_size_m")
+               if not (value is None and name in optional)
                and not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value < 1e3)]
         if bad:
             raise ValueError(f"ExpertConfig: every gain, stand-off and limit must be a finite number in (0, 1000), "
@@ -82,16 +88,37 @@ class Expert:
         self.config = config
         self.task = task
         self.target_size_m = target_size_m
+        self.obstacles = np.zeros((0, 4))
         self._last_seen_bearing = 0.0
         self._last_seen_time_s = -math.inf
 
-    def reset(self, task: str | None = None, target_size_m: float | None = None) -> None:
-        """`target_size_m` (m) is needed only by a config with `standoff_reference_size_m`."""
+    def reset(self, task: str | None = None, target_size_m: float | None = None,
+              obstacles: Sequence[tuple[Sequence[float], float]] = ()) -> None:
+        """`target_size_m` (m) is needed only by a config with `standoff_reference_size_m`; `obstacles`
+        ((centre xyz in m, radius in m), ...) only by one with `obstacle_clearance_m`."""
         if task is not None:
             self.task = task
         self.target_size_m = target_size_m
+        self.obstacles = np.array([[*centre, radius] for centre, radius in obstacles], dtype=float).reshape(-1, 4)
         self._last_seen_bearing = 0.0
         self._last_seen_time_s = -math.inf
+
+    def _obstacle_speed_cap(self, position: np.ndarray, yaw: float) -> float:
+        """The highest forward speed (m/s) from which the drone can still stop `obstacle_clearance_m` short
+        of every object in its forward corridor (inf when none is ahead)."""
+        clearance = self.config.obstacle_clearance_m
+        if clearance is None or not len(self.obstacles):
+            return math.inf
+        rel = self.obstacles[:, :3] - position
+        radius = self.obstacles[:, 3]
+        ahead = math.cos(yaw) * rel[:, 0] + math.sin(yaw) * rel[:, 1]
+        side = -math.sin(yaw) * rel[:, 0] + math.cos(yaw) * rel[:, 1]
+        reach = radius + clearance
+        in_corridor = (ahead > 0.0) & (np.abs(side) < reach) & (np.abs(rel[:, 2]) < reach)
+        if not in_corridor.any():
+            return math.inf
+        gap = float(np.min(ahead[in_corridor] - reach[in_corridor]))
+        return math.sqrt(2.0 * self.config.brake_accel_mps2 * max(gap, 0.0))
 
     def _range_scale(self) -> float:
         """1 for metric ranges; reference size / target size when ranges are judged by apparent size."""
@@ -148,6 +175,7 @@ class Expert:
             command[0] = gate * (speed + ff_body[0])
             command[1] = gate * ff_body[1]
             command[3] = c.yaw_gain * bearing + ff_yaw
+        command[0] = min(command[0], self._obstacle_speed_cap(position, yaw))
         return np.clip(command, [-c.max_backward_mps, -c.max_lateral_mps, -c.max_vertical_mps, -c.max_yaw_rate_radps],
                        [c.max_forward_mps, c.max_lateral_mps, c.max_vertical_mps, c.max_yaw_rate_radps])
 
