@@ -15,7 +15,9 @@ The law is written so that a camera-only policy can imitate it:
     otherwise CCW (a fixed, learnable search direction; privileged knowledge of
     where the next target is would not be imitable from images).
   * for a moving target, the target's velocity (what an image sequence shows as
-    motion) is added as feed-forward.
+    motion) is added as feed-forward;
+  * optionally (`obstacle_clearance_m`), forward speed is capped so that the drone
+    can stop short of any object ahead, whatever it looks like.
 Every output is a smooth (continuous, saturating) function of the state and is
 clipped to `ExpertConfig` limits, which sit inside the flight controller's
 `ControlLimits` (3 m/s, 1.5 m/s vertical, 1.5 rad/s).
