@@ -180,12 +180,11 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 def _read_recipe(path: Path) -> tuple[dict[str, Any], str]:
     """The recipe's mapping with its `extends` chain merged in (iterative and bounded, so no cycle or
     chain can hang or exhaust the stack), and how errors name it."""
-    chain, seen = [], []
+    chain = [_read_mapping(path)]
+    seen = [str(path.resolve())]  # after _read_mapping: the file exists, so its name resolves
     current = path
     while True:
-        data = _read_mapping(current)
-        seen.append(str(current.resolve()))
-        chain.append(data)
+        data = chain[-1]
         base = data.get("extends")
         if base is None:
             break
@@ -201,6 +200,8 @@ def _read_recipe(path: Path) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"training config {path}: circular extends through {current}")
         if len(chain) > MAX_EXTENDS:
             raise ConfigError(f"training config {path}: the extends chain is longer than {MAX_EXTENDS} files")
+        seen.append(resolved)
+        chain.append(_read_mapping(current))
     merged: dict[str, Any] = {}
     for data in reversed(chain):
         merged = _deep_merge(merged, {k: v for k, v in data.items() if k != "extends"})
