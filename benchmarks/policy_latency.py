@@ -36,6 +36,7 @@ import torch
 
 from liquid_control.inference.export import policy_onnx
 from liquid_control.inference.runtime import PerceptionRuntime, PolicyRuntime
+from liquid_control.inference.model_source import default_model_path
 from liquid_control.models.model_file import load_model
 from liquid_control.models.perception import FeatureExtractor, PerceptionConfig, preprocess
 from liquid_control.models.policy import PolicyConfig, PolicyModel, count_trainable, policy_for_budget
@@ -182,15 +183,14 @@ def main() -> None:
             perception_torch.features(images[k % 8], "rgb8"), float(timespans[k % 512])),
     }
     # The shipped model as it flies (its own perception size and input resolution, its trained CfC).
-    shipped = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "default_cfc.safetensors"))
+    shipped = load_model(default_model_path())
     shipped_config = shipped.perception_config
-    shipped_images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(8)]  # camera-sized
     shipped_perception = PerceptionRuntime(shipped.perception, backend="onnxruntime", threads=1)
     shipped_policy = PolicyRuntime(shipped.policy, backend="onnxruntime", threads=1)
     shipped_name = (f"shipped model per frame ({shipped_config.height}x{shipped_config.width} input, "
                     f"{count_trainable(shipped.perception):,} + {count_trainable(shipped.policy):,} params), onnxruntime")
     frame_rows[shipped_name] = lambda k: shipped_policy.step(
-        shipped_perception.features(shipped_images[k % 8], "rgb8"), float(timespans[k % 512]))
+        shipped_perception.features(images[k % 8], "rgb8"), float(timespans[k % 512]))  # camera-sized frames
     tensor_image = torch.from_numpy(preprocess(images[0], "rgb8", config))[None]
     with torch.inference_mode():
         assert np.abs(perception_ort.features(images[0], "rgb8") - perception(tensor_image)[0].numpy()).max() <= 1e-5
