@@ -133,6 +133,12 @@ def test_collect_cli(tmp_path, tiny_suite, capsys):
     assert cli_main(["collect", "--suite", "no_such_suite", "--out", str(out), "--no-progress"]) == 2
     assert "no_such_suite" in capsys.readouterr().err
     assert cli_main(["collect", "--suite", str(tiny_suite), "--out", str(out), "--workers", "0"]) == 2
+    for bad in ("1.5", "-0.1", "nan"):
+        capsys.readouterr()
+        assert cli_main(["collect", "--suite", str(tiny_suite), "--out", str(tmp_path / "d"), "--decoy-fraction", bad,
+                         "--no-progress"]) == 2
+        assert "decoy_fraction must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() or not list_shards(tmp_path / "d")  # nothing flown
     with pytest.raises(SystemExit):
         cli_main(["collect", "--out", str(out), "--size", "12by16"])
     # --set picks the labelling expert; a folder another expert labelled is refused, a bad field named.
