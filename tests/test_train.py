@@ -146,9 +146,9 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
         load_config(tmp_path / "missing.yaml")
     for text in ("data: {task_weights: {chase: -1}}", "data: {task_weights: {chase: 0}}",
                  "data: {task_weights: {chase: fast}}", "optim: {burn_in_frames: -3}",
-                 "dagger: {sample_weight: 0}"):
+                 "dagger: {sample_weight: 0}", "optim: {warmup_epochs: -1}", "optim: {epochs: 2, warmup_epochs: 3}"):
         bad.write_text(text + "\n")
-        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight"):
+        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight|warmup_epochs"):
             load_config(bad)
     config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2, "selection.from_epoch": 2})
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
@@ -255,6 +255,22 @@ def test_short_training_lowers_the_loss_and_writes_everything(tmp_path, repo_roo
                         "output.model": str(tmp_path / "third.safetensors"), "output.run_dir": str(tmp_path / "r3")})
     third = train(first, progress=False)
     assert again.history[0]["train_loss"] == pytest.approx(third.history[0]["train_loss"], rel=1e-6)
+
+
+def test_warmup_ramps_the_learning_rate_then_joins_the_cosine(tmp_path, repo_root):
+    data = tmp_path / "data"
+    _synthetic_shards(data, episodes=3, frames=30)
+    rates = {}
+    for warmup in (0.0, 2.0):
+        overrides = {"data.sources": [str(data)], "data.collect": None, "optim.epochs": 3, "optim.threads": 1,
+                     "optim.warmup_epochs": warmup, "output.model": str(tmp_path / f"w{warmup}.safetensors"),
+                     "output.run_dir": str(tmp_path / f"run{warmup}"), "data.validation_fraction": 0.34}
+        result = train(load_config(repo_root / "config" / "train_tiny.yaml", overrides), progress=False)
+        rates[warmup] = [row["learning_rate"] for row in result.history]
+    # Logged at each epoch's end, after epoch x N steps: (N + 1) / 2N of the way up the ramp after epoch 1
+    # of 2, then the plain cosine.
+    assert 0.5 * rates[0.0][0] < rates[2.0][0] < 0.9 * rates[0.0][0]
+    assert rates[2.0][1:] == pytest.approx(rates[0.0][1:], rel=1e-6)
 
 
 def test_train_cli_runs_a_recipe_and_reports_bad_ones(tmp_path, repo_root, capsys):

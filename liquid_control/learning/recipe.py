@@ -70,6 +70,9 @@ class OptimSection:
     sequence_length: int = 32
     learning_rate: float = 3e-3
     final_learning_rate: float = 1e-4
+    # Linear ramp of the learning rate from 0 over this many epochs before the cosine decay (0 = off):
+    # at the full rate from the first step, some seeds sit at the mean command for several epochs.
+    warmup_epochs: float = 0.0
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     random_start_prob: float = 0.5  # a new stream starts mid-episode (zero state) with this probability
@@ -234,6 +237,8 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("optim: epochs and batch_size must be >= 1 and sequence_length >= 2")
     if not (o.learning_rate > 0 and o.final_learning_rate > 0):
         problems.append("optim: learning rates must be > 0")
+    if not 0.0 <= o.warmup_epochs <= o.epochs:
+        problems.append(f"optim.warmup_epochs must be in [0, optim.epochs], got {o.warmup_epochs}")
     if not 0 <= o.burn_in_frames < o.sequence_length * 100:
         problems.append("optim.burn_in_frames must be >= 0 and shorter than 100 sequences")
     if not all(isinstance(w, (int, float)) and 0.0 <= w < 1e3 for w in config.data.task_weights.values()) or (

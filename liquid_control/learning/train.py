@@ -320,10 +320,13 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         def forward(batch: Batch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return batch_loss(perception, policy, batch, state, scale, aux_head, o.aux_weight, on)
 
-    def learning_rate(k: int) -> float:  # cosine from learning_rate to final_learning_rate
+    warmup_steps = o.warmup_epochs * steps_per_epoch()
+
+    def learning_rate(k: int) -> float:  # linear warm-up, then cosine from learning_rate to final_learning_rate
         progress_frac = min(1.0, k / max(1, total_steps[0]))
-        return o.final_learning_rate + 0.5 * (o.learning_rate - o.final_learning_rate) * (
+        cosine = o.final_learning_rate + 0.5 * (o.learning_rate - o.final_learning_rate) * (
             1.0 + math.cos(math.pi * progress_frac))
+        return cosine * min(1.0, (k + 1) / warmup_steps) if warmup_steps > 0 else cosine
 
     def over_budget() -> bool:  # rank 0's clock decides, so all ranks stop after the same epoch
         return dist.from_main(o.max_minutes is not None and train_seconds > 60.0 * o.max_minutes)
