@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from liquid_control.nodes.graph import NodeExited, NodeGraph, NodeLaunch, format_parameter, node_command, sim_graph
+from liquid_control.nodes.graph import (NodeExited, NodeGraph, NodeLaunch, format_parameter, node_command, sim_graph,
+                                        terminate_as_interrupt)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,6 +138,23 @@ def test_stop_ends_every_process_group_even_when_a_node_ignores_sigterm(tmp_path
         assert set(codes.values()) == {-signal.SIGKILL} and time.monotonic() - started >= 1.0
     else:
         assert set(codes.values()) == {-signal.SIGTERM}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_guard_raises_remembers_and_restores(signum):
+    # As in a terminal (a background test run inherits SIGINT ignored, which the guard leaves alone).
+    inherited = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signum)
+        with pytest.raises(KeyboardInterrupt):
+            with terminate_as_interrupt() as interrupt:
+                assert not interrupt.requested
+                os.kill(os.getpid(), signum)
+                time.sleep(1.0)  # the handler runs at the next bytecode boundary
+        # Still True after the block: the demo reads it when rclpy rewrapped the KeyboardInterrupt.
+        assert interrupt.requested and signal.getsignal(signum) is before
+    finally:
+        signal.signal(signum, inherited)
 
 
 RUNNER = textwrap.dedent("""\

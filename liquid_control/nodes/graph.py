@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -194,17 +194,34 @@ class NodeGraph:
         self.stop()
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises KeyboardInterrupt, so `with NodeGraph(...)` cleans up on it too."""
-    def handler(signum, frame):
+class InterruptGuard:
+    """Context manager: within the block SIGTERM and SIGINT raise KeyboardInterrupt, so `with NodeGraph(...)`
+    cleans up on them too. `requested` stays True once one arrived: when the signal lands inside a pybind11
+    call (rclpy's executor) the KeyboardInterrupt reaches the caller as another exception (a RuntimeError
+    "Unable to convert call argument"), and the caller still has to treat it as an interrupt."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __enter__(self) -> "InterruptGuard":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # a background job's ignored SIGINT stays ignored
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def terminate_as_interrupt() -> InterruptGuard:
+    """An InterruptGuard: `with terminate_as_interrupt() as interrupt:`; `interrupt.requested` afterwards."""
+    return InterruptGuard()
 
 
 def config_file(node: str) -> Path:
