@@ -151,8 +151,18 @@ def test_interrupt_guard_raises_remembers_and_restores(signum):
                 assert not interrupt.requested
                 os.kill(os.getpid(), signum)
                 time.sleep(1.0)  # the handler runs at the next bytecode boundary
-        # Still True after the block: the demo reads it when rclpy rewrapped the KeyboardInterrupt.
         assert interrupt.requested and signal.getsignal(signum) is before
+        # The interrupt rewrapped on its way out of a pybind11 (rclpy) call still leaves as KeyboardInterrupt.
+        with pytest.raises(KeyboardInterrupt):
+            with terminate_as_interrupt():
+                try:
+                    os.kill(os.getpid(), signum)
+                    time.sleep(1.0)
+                except KeyboardInterrupt as error:
+                    raise RuntimeError("Unable to convert call argument '0' to Python object") from error
+        with pytest.raises(RuntimeError):  # without a signal an error stays an error
+            with terminate_as_interrupt():
+                raise RuntimeError("node failed")
     finally:
         signal.signal(signum, inherited)
 

@@ -228,9 +228,8 @@ def run(args: argparse.Namespace) -> int:
           f"  starting {', '.join(n.name for n in nodes)} (logs in {out / 'logs'})", flush=True)
     monitor: Optional[Monitor] = None
     code = 0
-    interrupt = terminate_as_interrupt()
     try:
-        with interrupt, contextlib.ExitStack() as stack:
+        with terminate_as_interrupt(), contextlib.ExitStack() as stack:
             monitor = Monitor()
             graph = stack.enter_context(NodeGraph(nodes, out / "logs", use_sim_time=True))
             # The sim waits for episode/reset (autostart false): once the recorder has subscribed to what the
@@ -248,12 +247,8 @@ def run(args: argparse.Namespace) -> int:
                     raise RuntimeError("no status or odometry from the sim for 60 s: the run stalled")
                 monitor.spin(0.2)
     except (NodeExited, RuntimeError) as error:
-        if interrupt.requested:  # the interrupt, arrived inside an rclpy call and rewrapped (InterruptGuard)
-            print("interrupted: nodes stopped")
-            code = 130
-        else:
-            print(f"error: {error}")
-            code = 1
+        print(f"error: {error}")
+        code = 1
     except KeyboardInterrupt:
         print("interrupted: nodes stopped")
         code = 130

@@ -196,9 +196,9 @@ class NodeGraph:
 
 class InterruptGuard:
     """Context manager: within the block SIGTERM and SIGINT raise KeyboardInterrupt, so `with NodeGraph(...)`
-    cleans up on them too. `requested` stays True once one arrived: when the signal lands inside a pybind11
-    call (rclpy's executor) the KeyboardInterrupt reaches the caller as another exception (a RuntimeError
-    "Unable to convert call argument"), and the caller still has to treat it as an interrupt."""
+    cleans up on them too. When the signal lands inside a pybind11 call (rclpy's executor) the
+    KeyboardInterrupt comes out rewrapped as another exception (a RuntimeError "Unable to convert call
+    argument"); once a signal arrived (`requested`), the block's exception leaves as KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -214,13 +214,15 @@ class InterruptGuard:
                 self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        if self.requested and isinstance(exc, Exception):
+            raise KeyboardInterrupt(f"interrupted; rewrapped as {type(exc).__name__}") from exc
 
 
 def terminate_as_interrupt() -> InterruptGuard:
-    """An InterruptGuard: `with terminate_as_interrupt() as interrupt:`; `interrupt.requested` afterwards."""
+    """An InterruptGuard: `with terminate_as_interrupt():` (`as guard`: `guard.requested` afterwards)."""
     return InterruptGuard()
 
 
