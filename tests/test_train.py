@@ -15,7 +15,7 @@ from liquid_control import cli
 from liquid_control.config import ConfigError
 from liquid_control.learning.recipe import load_config
 from liquid_control.learning.sampler import StreamSampler, prefetched
-from liquid_control.learning.train import build_models, evaluate_loss, train
+from liquid_control.learning.train import build_models, evaluate_loss, mean_command_loss, train
 from liquid_control.models import load_model
 
 PERIOD = 1.0 / 30.0
@@ -146,9 +146,12 @@ def test_config_errors_name_the_key(tmp_path, repo_root):
         load_config(tmp_path / "missing.yaml")
     for text in ("data: {task_weights: {chase: -1}}", "data: {task_weights: {chase: 0}}",
                  "data: {task_weights: {chase: fast}}", "optim: {burn_in_frames: -3}",
-                 "dagger: {sample_weight: 0}", "optim: {warmup_epochs: -1}", "optim: {epochs: 2, warmup_epochs: 3}"):
+                 "dagger: {sample_weight: 0}", "optim: {warmup_epochs: -1}", "optim: {epochs: 2, warmup_epochs: 3}",
+                 "optim: {epochs: 2, stall_check_epoch: 2}", "optim: {stall_ratio: 0}", "optim: {stall_ratio: .nan}",
+                 "optim: {max_restarts: -1}", "{optim: {stall_check_epoch: 1}, model: {init_from: m.safetensors}}"):
         bad.write_text(text + "\n")
-        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight|warmup_epochs"):
+        with pytest.raises(ConfigError, match="task_weights|burn_in_frames|sample_weight|warmup_epochs|stall_|"
+                                              "max_restarts"):
             load_config(bad)
     config = load_config(repo_root / "config" / "train_cfc.yaml", {"optim.epochs": 2, "selection.from_epoch": 2})
     assert config.optim.epochs == 2 and config.model.kind == "cfc"
@@ -271,6 +274,40 @@ def test_warmup_ramps_the_learning_rate_then_joins_the_cosine(tmp_path, repo_roo
     # of 2, then the plain cosine.
     assert 0.5 * rates[0.0][0] < rates[2.0][0] < 0.9 * rates[0.0][0]
     assert rates[2.0][1:] == pytest.approx(rates[0.0][1:], rel=1e-6)
+
+
+def test_mean_command_loss_is_the_scaled_error_of_the_training_mean():
+    def episode(labels):
+        labels = np.asarray(labels, dtype=np.float32)
+        return EpisodeData(images=np.zeros((len(labels), 2, 2, 3), np.uint8),
+                           capture_times_s=np.arange(len(labels), dtype=float), labels=labels)
+
+    train_set = [episode([[1, 0, 0, 0], [3, 0, 0, 0]]), episode([[2, 4, 0, 0]])]  # mean (2, 4/3, 0, 0)
+    val_set = [episode([[4, 4 / 3, 0, 0]]), episode([[2, 4 / 3, 0, 2]])]
+    # frame 1: ((4-2)/2)^2 / 4 = 0.25; frame 2: (2/1)^2 / 4 = 1.0 (scale 2 on x, 1 on yaw rate)
+    assert mean_command_loss(train_set, val_set, np.array([2.0, 1.0, 1.0, 1.0])) == pytest.approx(0.625)
+
+
+def test_a_stalled_run_restarts_from_new_weights(tmp_path, repo_root, capsys):
+    data = tmp_path / "data"
+    _synthetic_shards(data, episodes=3, frames=30)
+    results = {}
+    for ratio in (1.0, 0.001):  # 1.0: no check (epoch 0); 0.001: any loss is a stall, every restart happens
+        overrides = {"data.sources": [str(data)], "data.collect": None, "optim.epochs": 2, "optim.threads": 1,
+                     "optim.stall_check_epoch": int(ratio < 1), "optim.stall_ratio": ratio, "optim.max_restarts": 2,
+                     "output.model": str(tmp_path / f"s{ratio}.safetensors"), "output.run_dir": str(tmp_path / f"r{ratio}"),
+                     "data.validation_fraction": 0.34}
+        results[ratio] = train(load_config(repo_root / "config" / "train_tiny.yaml", overrides), progress=False)
+    log = capsys.readouterr().err
+    assert results[1.0].restarts == 0 and results[0.001].restarts == 2 and log.count("stalled; restart") == 2
+    assert "restart 2 of at most 2" in log
+    # The kept run is the last attempt: its own two epochs, from other initial weights than the first.
+    assert [row["epoch"] for row in results[0.001].history] == [1, 2]
+    assert results[0.001].history[0]["train_loss"] != pytest.approx(results[1.0].history[0]["train_loss"], rel=1e-6)
+    assert load_model(results[0.001].model_path).policy is not None
+    # The checkpoint remembers the restarts, so a resumed run does not start over again.
+    saved = torch.load(tmp_path / "r0.001" / "checkpoint.pt", weights_only=True)
+    assert saved["restarts"] == 2
 
 
 def test_train_cli_runs_a_recipe_and_reports_bad_ones(tmp_path, repo_root, capsys):

@@ -149,6 +149,7 @@ class TrainResult:
     rank: int = 0  # this process's rank under torchrun (0: the one that wrote the files)
     world_size: int = 1
     best_closed_loop_success: float | None = None  # selection.metric closed_loop: the kept epoch's success
+    restarts: int = 0  # runs started over from new weights because they stalled (optim.stall_check_epoch)
 
 
 def recipe_sampler(config: TrainConfig, episodes: list[EpisodeData], rng: np.random.Generator) -> StreamSampler:
@@ -257,6 +258,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         log(f"distributed: {dist.world_size} ranks ({dist.backend}, {device.type}); batch_size "
             f"{config.optim.batch_size} per rank, {config.optim.batch_size * dist.world_size} streams per step")
     scale = policy.command_scale.clone()
+    plateau = mean_command_loss(train_set, val_set or train_set, scale.cpu().numpy())
+    log(f"validation loss of always sending the mean command: {plateau:.4f} (a run that stays there learnt nothing)")
     # Training-only head: features -> target geometry (not saved; deployment never runs it).
     aux_head = torch.nn.Linear(pc.feature_size, AUX_SIZE).to(device) if config.optim.aux_weight > 0 else None
     parameters = list(perception.parameters()) + list(policy.parameters())
@@ -274,6 +277,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     train_seconds = 0.0
     epoch = 0
     rounds_done = 0
+    restarts = 0
     sampler = None
 
     def steps_per_epoch() -> int:  # an epoch is as many frames as the training set holds, over all ranks
@@ -291,6 +295,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
             _restore(saved, dist, perception, policy, aux_head, optimizer, rng, checkpoint_path)
             history, epoch, step = saved["history"], saved["epoch"], saved["step"]
             train_seconds, rounds_done = saved["train_seconds"], saved["rounds_done"]
+            restarts = saved.get("restarts", 0)
             best = {"loss": saved["best_loss"], "score": saved.get("best_score", math.nan),
                     "epoch": saved["best_epoch"], "perception": saved["best_perception"], "policy": saved["best_policy"]}
             for k in range(rounds_done):  # the DAgger episodes the run had added, read back from run_dir
@@ -331,12 +336,26 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     def over_budget() -> bool:  # rank 0's clock decides, so all ranks stop after the same epoch
         return dist.from_main(o.max_minutes is not None and train_seconds > 60.0 * o.max_minutes)
 
+    def restart_from_new_weights() -> None:
+        """New initial weights (the same on every rank), fresh optimiser moments, the schedule from step 0."""
+        nonlocal epoch, step, history, best
+        torch.manual_seed(config.seed + 1_000_003 * restarts)
+        fresh_perception, fresh_policy = build_models(config)
+        perception.load_state_dict(fresh_perception.state_dict())
+        policy.load_state_dict(fresh_policy.state_dict())
+        if aux_head is not None:
+            aux_head.reset_parameters()
+        optimizer.state.clear()
+        epoch, step, history = 0, 0, []
+        best = {"loss": math.inf, "score": math.nan, "epoch": -1, "perception": None, "policy": None}
+
     def run_epochs(count: int) -> bool:
         """Train `count` epochs; False when the time budget ran out."""
-        nonlocal epoch, step, train_seconds, sampler, best
+        nonlocal epoch, step, train_seconds, sampler, best, restarts
         sampler = recipe_sampler(config, train_set, rng)
         state = policy.initial_state(o.batch_size, on)
-        for _ in range(count):
+        last = epoch + count
+        while epoch < last:
             epoch += 1
             perception.train()
             policy.train()
@@ -387,10 +406,19 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
                 f"{row['elapsed_s'] / 60:.1f} min")
             if main:
                 write_log(run_dir / "train_log.csv", history)
+            out_of_time = over_budget()
+            # A seed still on the mean-command plateau at the check epoch starts again from new weights.
+            if (epoch == o.stall_check_epoch and rounds_done == 0 and restarts < o.max_restarts
+                    and val_loss > o.stall_ratio * plateau and not out_of_time):
+                restarts += 1
+                log(f"epoch {epoch}: validation {val_loss:.4f} is above {o.stall_ratio} x the mean command's "
+                    f"{plateau:.4f}: stalled; restart {restarts} of at most {o.max_restarts} from new weights")
+                restart_from_new_weights()
+                state = policy.initial_state(o.batch_size, on)
             _checkpoint(checkpoint_path, dist, perception, policy, aux_head, optimizer, rng, best, history,
                         epoch=epoch, step=step, train_seconds=train_seconds, rounds_done=rounds_done,
-                        total_steps=total_steps[0], plan=plan)
-            if over_budget():
+                        total_steps=total_steps[0], plan=plan, restarts=restarts)
+            if out_of_time:
                 log(f"time budget of {o.max_minutes} min reached after epoch {epoch}")
                 return False
         return True
@@ -418,7 +446,16 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     return TrainResult(model_path=model_path, best_val_loss=best["loss"], best_epoch=best["epoch"],
                        epochs_run=epoch, history=history, wall_s=time.perf_counter() - start_wall,
                        rank=dist.rank, world_size=dist.world_size,
-                       best_closed_loop_success=None if math.isnan(best["score"]) else best["score"])
+                       best_closed_loop_success=None if math.isnan(best["score"]) else best["score"],
+                       restarts=restarts)
+
+
+def mean_command_loss(train_set: list[EpisodeData], val_set: list[EpisodeData], scale: np.ndarray) -> float:
+    """The validation loss (scaled command MSE per frame) of always sending the training set's mean command:
+    the plateau a run that has not yet learnt to read the images sits on."""
+    mean = np.concatenate([episode.labels for episode in train_set]).mean(axis=0)
+    labels = np.concatenate([episode.labels for episode in val_set])
+    return float((((labels - mean) / scale) ** 2).mean())
 
 
 def _brief(error: BaseException, limit: int = 300) -> str:
