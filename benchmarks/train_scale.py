@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE))  # train_step's synthetic episodes, also when run 
 
 from liquid_control.learning import distributed  # noqa: E402
 from liquid_control.learning.recipe import load_config  # noqa: E402
-from liquid_control.learning.sampler import AUX_SIZE, prefetched  # noqa: E402
-from liquid_control.learning.train import TrainStep, build_models, recipe_sampler  # noqa: E402
+from liquid_control.learning.sampler import prefetched  # noqa: E402
+from liquid_control.learning.train import TrainStep, aux_heads, build_models, recipe_sampler  # noqa: E402
 from train_step import synthetic_episodes  # noqa: E402
 
 WARMUP = 3
@@ -57,7 +57,9 @@ def measure(config_path: str, steps: int, threads: int, device_name: str, batch_
         pc = perception.config
         episodes = synthetic_episodes(8, 400, pc.height, pc.width)
         sampler = recipe_sampler(config, episodes, np.random.default_rng([0, dist.rank]))
-        head = torch.nn.Linear(pc.feature_size, AUX_SIZE).to(device) if o.aux_weight > 0 else None
+        head = aux_heads(config, perception, policy)
+        if head is not None:
+            head.to(device)
         module: torch.nn.Module = TrainStep(perception, policy, head)
         if dist.active:
             import warnings
@@ -77,7 +79,7 @@ def measure(config_path: str, steps: int, threads: int, device_name: str, batch_
                     torch.cuda.synchronize(device)
                 dist.barrier()
                 start = time.perf_counter()
-            loss, state = module(batch, state, policy.command_scale, o.aux_weight, on)
+            loss, state = module(batch, state, policy.command_scale, on)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, o.grad_clip)

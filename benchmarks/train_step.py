@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liquid_control.learning.dataset import EpisodeData  # noqa: E402
 from liquid_control.learning.recipe import load_config  # noqa: E402
-from liquid_control.learning.sampler import AUX_SIZE, prefetched  # noqa: E402
-from liquid_control.learning.train import batch_loss, build_models, recipe_sampler  # noqa: E402
+from liquid_control.learning.sampler import prefetched  # noqa: E402
+from liquid_control.learning.train import aux_heads, batch_loss, build_models, recipe_sampler  # noqa: E402
 
 
 def synthetic_episodes(count: int, frames: int, height: int, width: int) -> list[EpisodeData]:
@@ -45,7 +45,7 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     perception, policy = build_models(config)
     o = config.optim
     sampler = recipe_sampler(config, episodes, np.random.default_rng(0))
-    head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE) if o.aux_weight > 0 else None
+    head = aux_heads(config, perception, policy)
     parameters = list(perception.parameters()) + list(policy.parameters())
     parameters += list(head.parameters()) if head is not None else []
     optimizer = torch.optim.AdamW(parameters, lr=1e-3)
@@ -55,7 +55,7 @@ def time_steps(config, episodes, steps: int, threads: int, prefetch: bool) -> fl
     for k, batch in enumerate(batches):
         if k == 2:
             start = time.perf_counter()
-        loss, state = batch_loss(perception, policy, batch, state, policy.command_scale, head, o.aux_weight)
+        loss, state = batch_loss(perception, policy, batch, state, policy.command_scale, head)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, o.grad_clip)

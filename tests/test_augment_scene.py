@@ -8,7 +8,8 @@ import torch
 from liquid_control.learning.augment import (GROUND, OTHER, SKY, TARGET, AugmentConfig, HideDraw, SceneDraw,
                                              apply_scene, flip_labels, hide_target, sample_scene)
 from liquid_control.learning.dataset import EpisodeData, read_shard, write_shard
-from liquid_control.learning.sampler import AUX_SIZE, StreamSampler, aux_loss, aux_targets
+from liquid_control.learning.sampler import (AUX_SIZE, MOTION_SIZE, StreamSampler, aux_loss, aux_targets, motion_loss,
+                                             target_motion)
 from liquid_control.simulation import CameraConfig, RayCastRenderer
 from liquid_control.simulation.world import SceneConfig, SceneObject
 
@@ -171,6 +172,32 @@ def test_aux_targets_known_answers():
     assert np.isnan(aux_targets(no_truth, np.arange(n))).all()
 
 
+def test_target_motion_known_answers():
+    n = 6
+    t = np.array([0.0, 0.1, 0.2, 0.4, 0.5, 0.6])  # one dropped frame: uneven spacing
+    targets = np.stack([1.0 * t, 2.0 * t, np.zeros(n)], axis=1)  # (1, 2, 0) m/s in the world
+    targets[5] += [5.0, 0.0, 0.0]  # the next target of a loop: a jump, not motion
+    episode = EpisodeData(images=np.zeros((n, 4, 4, 3), np.uint8), capture_times_s=t,
+                          labels=np.zeros((n, 4), np.float32), positions=np.zeros((n, 3), np.float32),
+                          yaws=np.full(n, math.pi / 2, np.float32), targets=targets.astype(np.float32))
+    motion = target_motion(episode, np.arange(n))
+    assert motion.shape == (n, MOTION_SIZE)
+    # Heading north (yaw 90 deg): world +y is forward, world +x is to the right (-y in FLU).
+    np.testing.assert_allclose(motion[:4], np.tile([2.0, -1.0, 0.0], (4, 1)), atol=1e-5)
+    assert np.isnan(motion[4:]).all()  # both differences that span the jump
+    no_truth = EpisodeData(images=episode.images, capture_times_s=t, labels=episode.labels)
+    assert np.isnan(target_motion(no_truth, np.arange(n))).all()
+
+
+def test_motion_loss_scores_known_frames_only():
+    targets = torch.tensor([[[1.0, 0.0, 0.0], [float("nan")] * 3, [0.0, 2.0, 0.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    exact = torch.tensor([[[1.0, 0.0, 0.0], [7.0, 7.0, 7.0], [9.0, 9.0, 9.0]]])
+    assert float(motion_loss(exact, targets, mask)) == 0.0  # NaN and padded frames do not count
+    assert float(motion_loss(exact + torch.tensor([0.0, 0.0, 3.0]), targets, mask)) == pytest.approx(3.0)
+    assert float(motion_loss(exact, torch.full_like(targets, float("nan")), mask)) == 0.0
+
+
 def test_aux_loss_ignores_unknown_and_out_of_view_geometry():
     targets = torch.tensor([[[0.5, 0.1, 0.2, 1.0], [9.0, 9.0, 9.0, 0.0], [float("nan")] * 4]])
     mask = torch.ones(1, 3)
@@ -188,7 +215,8 @@ def test_sampler_flips_labels_and_aux_with_the_image(tmp_path):
     labels = np.tile(np.array([0.4, 0.3, 0.0, 0.5], np.float32), (n, 1))
     episode = EpisodeData(images=images, capture_times_s=np.arange(n) / 30.0, labels=labels, segmentation=seg,
                           positions=np.zeros((n, 3), np.float32), yaws=np.zeros(n, np.float32),
-                          targets=np.tile(np.array([3.0, 1.0, 0.0], np.float32), (n, 1)))
+                          targets=np.stack([np.full(n, 3.0), 1.0 + 0.5 * np.arange(n) / 30.0, np.zeros(n)],
+                                           axis=1).astype(np.float32))  # moving left at 0.5 m/s
     write_shard(tmp_path / "x_000000.npz", episode)
     loaded = read_shard(tmp_path / "x_000000.npz")
     np.testing.assert_array_equal(loaded.segmentation, seg)
@@ -202,6 +230,7 @@ def test_sampler_flips_labels_and_aux_with_the_image(tmp_path):
         sign = -1.0 if flipped[i] else 1.0
         np.testing.assert_allclose(batch.labels[i, 0], [0.4, 0.3 * sign, 0.0, 0.5 * sign])
         assert np.sign(batch.aux[i, 0, 0]) == sign
+        np.testing.assert_allclose(batch.motion[i, :, 1], 0.5 * sign, rtol=1e-4)  # mirrored: moving right
         expected = images[0, :, ::-1] if flipped[i] else images[0]
         np.testing.assert_array_equal(batch.images[i, 0], expected)
 

@@ -15,7 +15,10 @@ from liquid_control import cli
 from liquid_control.config import ConfigError
 from liquid_control.learning.recipe import load_config
 from liquid_control.learning.sampler import StreamSampler, prefetched
-from liquid_control.learning.train import build_models, evaluate_loss, mean_command_loss, train
+from liquid_control.learning.dataset import load_episodes
+from liquid_control.learning.sampler import motion_loss
+from liquid_control.learning.train import (_to_tensor_images, aux_heads, build_models, evaluate_loss, mean_command_loss,
+                                           recipe_sampler, train)
 from liquid_control.models import load_model
 
 PERIOD = 1.0 / 30.0
@@ -308,6 +311,60 @@ def test_a_stalled_run_restarts_from_new_weights(tmp_path, repo_root, capsys):
     # The checkpoint remembers the restarts, so a resumed run does not start over again.
     saved = torch.load(tmp_path / "r0.001" / "checkpoint.pt", weights_only=True)
     assert saved["restarts"] == 2
+
+
+def test_rollout_is_forward_with_every_state(repo_root):
+    _, policy = build_models(load_config(repo_root / "config" / "train_tiny.yaml"))
+    features = torch.randn(2, 5, policy.feature_size)
+    spans = torch.rand(2, 5, 1) + 0.5
+    commands, final = policy(features, spans)
+    rolled, states, last = policy.rollout(features, spans)
+    assert states.shape == (2, 5, policy.state_size)
+    torch.testing.assert_close(rolled, commands)
+    torch.testing.assert_close(states[:, -1], final)
+    torch.testing.assert_close(last, final)
+
+
+def test_the_motion_head_learns_the_target_velocity_from_the_policy_state(tmp_path, repo_root):
+    """A target drifting sideways at a constant speed per episode, drawn where its speed says (so one frame
+    shows it): after training, the head on the policy state reads the speed far better than before."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    frames = 40
+    for e in range(6):
+        speed = rng.uniform(-1.0, 1.0)
+        times = np.arange(frames) * PERIOD
+        column = int(round(16 + 10 * speed))
+        images = np.full((frames, 24, 32, 3), (60, 120, 60), np.uint8)
+        images[:, 9:15, column - 2:column + 2] = (220, 30, 30)
+        targets = np.stack([np.full(frames, 4.0), -speed * times, np.ones(frames)], axis=1).astype(np.float32)
+        write_shard(data / shard_name("drift", e), EpisodeData(
+            images=images, capture_times_s=times, labels=np.tile([0.3, -speed, 0, 0], (frames, 1)).astype(np.float32),
+            positions=np.zeros((frames, 3), np.float32), yaws=np.zeros(frames, np.float32), targets=targets))
+    overrides = {"data.sources": [str(data)], "data.collect": None, "optim.epochs": 30, "optim.threads": 1,
+                 "optim.motion_weight": 1.0, "output.model": str(tmp_path / "m.safetensors"),
+                 "output.run_dir": str(tmp_path / "run"), "data.validation_fraction": 0.34}
+    config = load_config(repo_root / "config" / "train_tiny.yaml", overrides)
+    torch.manual_seed(config.seed)  # train() starts from these weights
+    perception, policy = build_models(config)
+    heads = aux_heads(config, perception, policy)
+    batch = recipe_sampler(config, load_episodes([data], 24, 32), np.random.default_rng(5)).next_batch()
+
+    def motion_error() -> float:
+        with torch.no_grad():
+            features = perception(_to_tensor_images(batch.images, None)).view(*batch.labels.shape[:2], -1)
+            _, states, _ = policy.rollout(features, torch.from_numpy(batch.timespans))
+            return float(motion_loss(heads.motion(states), torch.from_numpy(batch.motion),
+                                     torch.from_numpy(batch.mask)))
+
+    before = motion_error()
+    train(config, progress=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert set(saved["aux_head"]) == {"motion.weight", "motion.bias"}  # only the head that was asked for
+    perception.load_state_dict(saved["perception"])
+    policy.load_state_dict(saved["policy"])
+    heads.load_state_dict(saved["aux_head"])
+    assert motion_error() < 0.5 * before
 
 
 def test_train_cli_runs_a_recipe_and_reports_bad_ones(tmp_path, repo_root, capsys):

@@ -14,8 +14,7 @@ from liquid_control.cli import main as cli_main
 from liquid_control.learning import distributed
 from liquid_control.learning.dataset import load_episodes, split_episodes
 from liquid_control.learning.recipe import load_config
-from liquid_control.learning.sampler import AUX_SIZE
-from liquid_control.learning.train import CHECKPOINT, build_models, evaluate_loss, train
+from liquid_control.learning.train import CHECKPOINT, AuxHeads, build_models, evaluate_loss, train
 from liquid_control.models import load_model
 from test_train import PERIOD, _synthetic_shards
 
@@ -93,7 +92,7 @@ def test_two_ranks_learn_in_sync_write_one_model_and_resume(tmp_path, repo_root)
     assert len(digests) == 2 and digests[0] == digests[1]
     perception.load_state_dict(saved["perception"])
     policy.load_state_dict(saved["policy"])
-    head = torch.nn.Linear(perception.config.feature_size, AUX_SIZE)
+    head = AuxHeads(perception.config.feature_size, policy.state_size, aux_weight=0.5, motion_weight=0.0)
     head.load_state_dict(saved["aux_head"])
     assert distributed.weights_digest(perception, policy, head) == digests[0]
     # The sampler is sharded: each rank drew its own streams (seeded by (seed, rank)).

@@ -90,6 +90,9 @@ class OptimSection:
     # LOCAL_RANK GPU. The shipped recipes say "cpu", so a machine with a GPU trains as before unless asked.
     device: str = "cpu"
     aux_weight: float = 0.0  # weight of the auxiliary target-geometry loss on the features (0 = off)
+    # Weight of the auxiliary target-velocity loss on the policy state (0 = off): a linear head reads the
+    # target's velocity (heading frame, m/s) from the state after every frame, so the state must carry it.
+    motion_weight: float = 0.0
 
 
 @dataclass
@@ -275,6 +278,8 @@ def _check(config: TrainConfig, where: str) -> None:
         problems.append("optim.threads must be >= 1")
     if not 0.0 <= o.aux_weight < 1e3:
         problems.append("optim.aux_weight must be in [0, 1000)")
+    if not 0.0 <= o.motion_weight < 1e3:
+        problems.append("optim.motion_weight must be in [0, 1000)")
     if not (o.device in ("cpu", "cuda", "auto") or (o.device.startswith("cuda:") and o.device[5:].isdigit())):
         problems.append(f"optim.device must be cpu, cuda, cuda:N or auto, got {o.device!r}")
     if config.distributed.backend not in DISTRIBUTED_BACKENDS:

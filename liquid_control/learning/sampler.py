@@ -42,6 +42,7 @@ class Batch:
     mask: np.ndarray  # (B, T) float32: 1 for real frames, 0 for padding
     reset: np.ndarray  # (B,) bool: the stream started a new episode (state must be zeroed)
     aux: np.ndarray | None = None  # (B, T, AUX_SIZE) float32 target geometry (NaN: unknown), see aux_targets
+    motion: np.ndarray | None = None  # (B, T, MOTION_SIZE) float32 target velocity (NaN: unknown), see target_motion
 
 
 # Auxiliary targets: where the target is relative to the drone's heading frame, from the shards'
@@ -68,6 +69,39 @@ def aux_targets(episode: EpisodeData, rows: np.ndarray) -> np.ndarray:
     out = np.stack([azimuth / HALF_FOV_RAD[0], elevation / HALF_FOV_RAD[1],
                     np.log(np.maximum(distance, 0.05) / 3.0), in_view.astype(np.float64)], axis=1)
     return out.astype(np.float32)  # NaN ground truth stays NaN
+
+
+# The target's own velocity in the drone's heading frame (FLU, m/s), from the ground-truth track: what a
+# chasing policy must estimate from successive frames, and keep in memory while the target is hidden.
+# A step faster than MAX_TARGET_SPEED_MPS is a jump (the next target of a loop), not motion: unknown.
+MOTION_SIZE = 3
+MAX_TARGET_SPEED_MPS = 8.0
+
+
+def target_motion(episode: EpisodeData, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), MOTION_SIZE) target velocity (heading frame, m/s) at the given frames, by central
+    differences over the episode's frames (one-sided at its ends); NaN where ground truth is missing."""
+    rows = np.asarray(rows, dtype=int)
+    if episode.targets is None or episode.yaws is None or len(episode) < 2:
+        return np.full((len(rows), MOTION_SIZE), np.nan, np.float32)
+    before, after = np.maximum(rows - 1, 0), np.minimum(rows + 1, len(episode) - 1)
+    dt = episode.capture_times_s[after] - episode.capture_times_s[before]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        world = (episode.targets[after] - episode.targets[before]).astype(np.float64) / dt[:, None]
+    yaw = episode.yaws[rows].astype(np.float64)
+    c, s = np.cos(yaw), np.sin(yaw)
+    out = np.stack([c * world[:, 0] + s * world[:, 1], -s * world[:, 0] + c * world[:, 1], world[:, 2]], axis=1)
+    jump = ~(np.linalg.norm(out, axis=1) <= MAX_TARGET_SPEED_MPS)  # also NaN and dt <= 0
+    out[jump] = np.nan
+    return out.astype(np.float32)
+
+
+def motion_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Velocity MSE (m/s squared, per axis) over the real frames whose target velocity is known."""
+    known = (mask > 0) & torch.isfinite(targets).all(dim=-1)
+    if not bool(known.any()):
+        return predicted.sum() * 0.0
+    return (predicted[known] - targets[known]).pow(2).mean()
 
 
 def aux_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -136,6 +170,7 @@ class StreamSampler:
         labels = np.zeros((b, t, 4), np.float32)
         mask = np.zeros((b, t), np.float32)
         aux = np.full((b, t, AUX_SIZE), np.nan, np.float32)
+        motion = np.full((b, t, MOTION_SIZE), np.nan, np.float32)
         reset = np.zeros(b, bool)
         for i, stream in enumerate(self.streams):
             if stream.episode < 0 or stream.position >= len(self.episodes[stream.episode]):
@@ -161,6 +196,7 @@ class StreamSampler:
             frames = episode.images[kept]
             labels[i, :n] = episode.labels[kept]
             aux[i, :n] = aux_targets(episode, kept)
+            motion[i, :n] = target_motion(episode, kept)  # known while hidden: the state must remember it
             segmentation = None if episode.segmentation is None else episode.segmentation[kept]
             hidden = None
             if self.augment.hide_prob > 0:
@@ -177,6 +213,7 @@ class StreamSampler:
                 if stream.scene.flip:
                     labels[i, :n] = flip_labels(labels[i, :n])
                     aux[i, :n, 0] *= -1.0  # azimuth
+                    motion[i, :n, 1] *= -1.0  # sideways velocity
             if hidden is not None and stream.hide.black:  # a dark frame stays dark whatever the scenery
                 frames = hide_target(frames, None, hidden, stream.hide)
             images[i, :n] = apply_photometric(frames, stream.photometric, self.rng)
@@ -184,7 +221,7 @@ class StreamSampler:
             if stream.burn_in:
                 mask[i, :min(n, stream.burn_in)] = 0.0
                 stream.burn_in = max(0, stream.burn_in - n)
-        return Batch(images, spans, labels, mask, reset, aux)
+        return Batch(images, spans, labels, mask, reset, aux, motion)
 
 
 def prefetched(next_batch: Callable[[], Batch], count: int) -> Iterator[Batch]:

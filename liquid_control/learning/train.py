@@ -52,7 +52,8 @@ from liquid_control.learning import distributed, selection
 from liquid_control.learning.augment import timespans
 from liquid_control.learning.dataset import EpisodeData, load_episodes, split_episodes
 from liquid_control.learning.recipe import TrainConfig
-from liquid_control.learning.sampler import AUX_SIZE, Batch, StreamSampler, aux_loss, prefetched
+from liquid_control.learning.sampler import (AUX_SIZE, MOTION_SIZE, Batch, StreamSampler, aux_loss, motion_loss,
+                                             prefetched)
 from liquid_control.models import FeatureExtractor, PerceptionConfig, PolicyModel, policy_for_budget, save_model
 
 
@@ -76,35 +77,65 @@ def masked_loss(commands: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return (error * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+class AuxHeads(torch.nn.Module):
+    """Training-only linear heads, never saved in the model file: target geometry from the perception
+    features (optim.aux_weight) and the target's velocity from the policy state (optim.motion_weight)."""
+
+    def __init__(self, feature_size: int, state_size: int, aux_weight: float, motion_weight: float) -> None:
+        super().__init__()
+        self.aux_weight, self.motion_weight = aux_weight, motion_weight
+        self.geometry = torch.nn.Linear(feature_size, AUX_SIZE) if aux_weight > 0 else None
+        self.motion = torch.nn.Linear(state_size, MOTION_SIZE) if motion_weight > 0 else None
+
+    def reset_parameters(self) -> None:
+        for head in (self.geometry, self.motion):
+            if head is not None:
+                head.reset_parameters()
+
+
+def aux_heads(config: TrainConfig, perception: FeatureExtractor, policy: PolicyModel) -> AuxHeads | None:
+    """The recipe's training-only heads (None when both weights are 0)."""
+    o = config.optim
+    if not (o.aux_weight > 0 or o.motion_weight > 0):
+        return None
+    return AuxHeads(perception.config.feature_size, policy.state_size, o.aux_weight, o.motion_weight)
+
+
 def batch_loss(perception: FeatureExtractor, policy: PolicyModel, batch: Batch, state: torch.Tensor,
-               scale: torch.Tensor, aux_head: torch.nn.Module | None = None,
-               aux_weight: float = 0.0, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Imitation loss of one training batch (plus aux_weight x the auxiliary loss when `aux_head` is given)
-    and the policy state to carry into the next chunk. `state` is zeroed for streams that restarted and
+               scale: torch.Tensor, heads: AuxHeads | None = None,
+               device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Imitation loss of one training batch (plus the weighted losses of the training-only `heads`) and
+    the policy state to carry into the next chunk. `state` is zeroed for streams that restarted and
     detached otherwise (truncated BPTT). `device`: where the networks are (None: the CPU)."""
     reset = _tensor(batch.reset, device)
     state = torch.where(reset[:, None], torch.zeros_like(state), state.detach())
     streams, steps = batch.labels.shape[:2]
     features = perception(_to_tensor_images(batch.images, device)).view(streams, steps, -1)
-    commands, state = policy(features, _tensor(batch.timespans, device), state)
+    timespans = _tensor(batch.timespans, device)
+    if heads is not None and heads.motion is not None:
+        commands, states, state = policy.rollout(features, timespans, state)
+    else:
+        commands, state = policy(features, timespans, state)
     mask = _tensor(batch.mask, device)
     loss = masked_loss(commands, _tensor(batch.labels, device), mask, scale)
-    if aux_head is not None:
-        loss = loss + aux_weight * aux_loss(aux_head(features), _tensor(batch.aux, device), mask)
+    if heads is not None and heads.geometry is not None:
+        loss = loss + heads.aux_weight * aux_loss(heads.geometry(features), _tensor(batch.aux, device), mask)
+    if heads is not None and heads.motion is not None:
+        loss = loss + heads.motion_weight * motion_loss(heads.motion(states), _tensor(batch.motion, device), mask)
     return loss, state
 
 
 class TrainStep(torch.nn.Module):
-    """perception + policy (+ the training-only aux head) as one module whose forward is `batch_loss`, so
+    """perception + policy (+ the training-only heads) as one module whose forward is `batch_loss`, so
     DistributedDataParallel averages the gradients of all of them across ranks in one backward pass."""
 
-    def __init__(self, perception: FeatureExtractor, policy: PolicyModel, aux_head: torch.nn.Module | None) -> None:
+    def __init__(self, perception: FeatureExtractor, policy: PolicyModel, heads: AuxHeads | None) -> None:
         super().__init__()
-        self.perception, self.policy, self.aux_head = perception, policy, aux_head
+        self.perception, self.policy, self.heads = perception, policy, heads
 
-    def forward(self, batch: Batch, state: torch.Tensor, scale: torch.Tensor, aux_weight: float,
+    def forward(self, batch: Batch, state: torch.Tensor, scale: torch.Tensor,
                 device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch_loss(self.perception, self.policy, batch, state, scale, self.aux_head, aux_weight, device)
+        return batch_loss(self.perception, self.policy, batch, state, scale, self.heads, device)
 
 
 @torch.no_grad()
@@ -260,11 +291,13 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
     scale = policy.command_scale.clone()
     plateau = mean_command_loss(train_set, val_set or train_set, scale.cpu().numpy())
     log(f"validation loss of always sending the mean command: {plateau:.4f} (a run that stays there learnt nothing)")
-    # Training-only head: features -> target geometry (not saved; deployment never runs it).
-    aux_head = torch.nn.Linear(pc.feature_size, AUX_SIZE).to(device) if config.optim.aux_weight > 0 else None
+    # Training-only heads (not saved; deployment never runs them).
+    heads = aux_heads(config, perception, policy)
+    if heads is not None:
+        heads.to(device)
     parameters = list(perception.parameters()) + list(policy.parameters())
-    if aux_head is not None:
-        parameters += list(aux_head.parameters())
+    if heads is not None:
+        parameters += list(heads.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay)
     run_dir = Path(config.output.run_dir)
     if main:
@@ -292,7 +325,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         if saved is None:
             log(f"resume: no checkpoint in {run_dir}; starting from the beginning")
         else:
-            _restore(saved, dist, perception, policy, aux_head, optimizer, rng, checkpoint_path)
+            _restore(saved, dist, perception, policy, heads, optimizer, rng, checkpoint_path)
             history, epoch, step = saved["history"], saved["epoch"], saved["step"]
             train_seconds, rounds_done = saved["train_seconds"], saved["rounds_done"]
             restarts = saved.get("restarts", 0)
@@ -305,8 +338,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
             total_steps[0] = saved["total_steps"] if saved["plan"] == plan else \
                 step + steps_per_epoch() * max(1, total_epochs - epoch)
             log(f"resume: {checkpoint_path} after epoch {epoch} (step {step}, {rounds_done} DAgger rounds)")
-    # One module for DDP, so the gradients of perception, policy and aux head are all averaged. Every
-    # parameter takes part in every step (the aux loss is `predicted.sum() * 0` when nothing is known), so
+    # One module for DDP, so the gradients of perception, policy and aux heads are all averaged. Every
+    # parameter takes part in every step (a head's loss is `predicted.sum() * 0` when nothing is known), so
     # find_unused_parameters stays off. One process: the plain call, as before.
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel
@@ -316,14 +349,14 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         # No buffer changes in training (wiring masks, command scale, feature normalisation; no batch norm),
         # so they are not re-broadcast every step; the per-epoch digest check covers buffers too.
-        step_module = DistributedDataParallel(TrainStep(perception, policy, aux_head), broadcast_buffers=False,
+        step_module = DistributedDataParallel(TrainStep(perception, policy, heads), broadcast_buffers=False,
                                               device_ids=[device] if device.type == "cuda" else None)
 
         def forward(batch: Batch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return step_module(batch, state, scale, o.aux_weight, on)
+            return step_module(batch, state, scale, on)
     else:
         def forward(batch: Batch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return batch_loss(perception, policy, batch, state, scale, aux_head, o.aux_weight, on)
+            return batch_loss(perception, policy, batch, state, scale, heads, on)
 
     warmup_steps = o.warmup_epochs * steps_per_epoch()
 
@@ -343,8 +376,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
         fresh_perception, fresh_policy = build_models(config)
         perception.load_state_dict(fresh_perception.state_dict())
         policy.load_state_dict(fresh_policy.state_dict())
-        if aux_head is not None:
-            aux_head.reset_parameters()
+        if heads is not None:
+            heads.reset_parameters()
         optimizer.state.clear()
         epoch, step, history = 0, 0, []
         best = {"loss": math.inf, "score": math.nan, "epoch": -1, "perception": None, "policy": None}
@@ -415,7 +448,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
                     f"{plateau:.4f}: stalled; restart {restarts} of at most {o.max_restarts} from new weights")
                 restart_from_new_weights()
                 state = policy.initial_state(o.batch_size, on)
-            _checkpoint(checkpoint_path, dist, perception, policy, aux_head, optimizer, rng, best, history,
+            _checkpoint(checkpoint_path, dist, perception, policy, heads, optimizer, rng, best, history,
                         epoch=epoch, step=step, train_seconds=train_seconds, rounds_done=rounds_done,
                         total_steps=total_steps[0], plan=plan, restarts=restarts)
             if out_of_time:
@@ -497,12 +530,12 @@ _CHECKPOINT_FORMAT = "liquid_control.train_checkpoint/1"
 
 
 def _checkpoint(path: Path, dist: distributed.Distributed, perception: FeatureExtractor, policy: PolicyModel,
-                aux_head: torch.nn.Module | None, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                heads: AuxHeads | None, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
                 best: dict[str, Any], history: list[dict[str, float]], **progress: Any) -> None:
     """After every epoch: rank 0 writes what a resumed run needs (atomic: a temp file renamed). Every rank
     contributes its sampler's random state and a digest of its weights; ranks whose weights differ (DDP
     out of sync) stop the run here."""
-    digests = dist.gather(distributed.weights_digest(*[m for m in (perception, policy, aux_head) if m is not None]))
+    digests = dist.gather(distributed.weights_digest(*[m for m in (perception, policy, heads) if m is not None]))
     if len(set(digests)) > 1:
         raise RuntimeError(f"after epoch {progress['epoch']} the ranks' weights differ (digests {digests}): "
                            "the distributed training is out of sync")
@@ -512,7 +545,7 @@ def _checkpoint(path: Path, dist: distributed.Distributed, perception: FeatureEx
     payload = {
         "format": _CHECKPOINT_FORMAT, "world_size": dist.world_size, **progress, "history": history,
         "perception": perception.state_dict(), "policy": policy.state_dict(),
-        "aux_head": None if aux_head is None else aux_head.state_dict(), "optimizer": optimizer.state_dict(),
+        "aux_head": None if heads is None else heads.state_dict(), "optimizer": optimizer.state_dict(),
         "rng_states": rng_states, "torch_rng": torch.get_rng_state(), "weights_digest": digests[0],
         "rank_weight_digests": digests, "best_loss": best["loss"], "best_score": best["score"],
         "best_epoch": best["epoch"],
@@ -537,20 +570,20 @@ def _read_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def _restore(saved: dict[str, Any], dist: distributed.Distributed, perception: FeatureExtractor,
-             policy: PolicyModel, aux_head: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+             policy: PolicyModel, heads: AuxHeads | None, optimizer: torch.optim.Optimizer,
              rng: np.random.Generator, path: Path) -> None:
     """Load a checkpoint into this rank's networks, optimiser and sampler random state."""
     if saved["world_size"] != dist.world_size:
         raise ConfigError(f"resume: {path} was written by {saved['world_size']} process(es) and this run has "
                           f"{dist.world_size}; resume with the same number (each rank's streams are seeded by rank)")
-    if (saved["aux_head"] is None) != (aux_head is None):
+    if (saved["aux_head"] is None) != (heads is None):
         raise ConfigError(f"resume: {path} was {'not ' if saved['aux_head'] is None else ''}trained with the "
-                          f"auxiliary head; keep optim.aux_weight as it was")
+                          f"auxiliary heads; keep optim.aux_weight and optim.motion_weight as they were")
     try:
         perception.load_state_dict(saved["perception"])
         policy.load_state_dict(saved["policy"])
-        if aux_head is not None:
-            aux_head.load_state_dict(saved["aux_head"])
+        if heads is not None:
+            heads.load_state_dict(saved["aux_head"])
         optimizer.load_state_dict(saved["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ConfigError(f"resume: {path} holds other networks than the recipe builds ({_brief(exc)})") from None

@@ -293,6 +293,20 @@ class PolicyModel(nn.Module):
         return torch.stack(commands, dim=1), state
 
     @torch.jit.ignore
+    def rollout(self, features: torch.Tensor, timespans: Optional[torch.Tensor] = None,
+                state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` that also returns the state after every frame (B,T,S), for training-only heads that
+        read the state (learning/train.py). Deployment never calls it."""
+        timespans, state = self._checked_timespans_and_state(features, timespans, state)
+        commands: list[torch.Tensor] = []
+        states: list[torch.Tensor] = []
+        for k in range(features.shape[1]):
+            command, state = self.step(features[:, k], state, timespans[:, k])
+            commands.append(command)
+            states.append(state)
+        return torch.stack(commands, dim=1), torch.stack(states, dim=1), state
+
+    @torch.jit.ignore
     def _checked_timespans_and_state(self, features: torch.Tensor, timespans: Optional[torch.Tensor],
                                      state: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate shapes with clear messages (plain Python, outside any scripted graph)."""
