@@ -1,5 +1,7 @@
 """recorder_node: records chosen topics into a rosbag2 MCAP bag (generic raw subscriptions).
 
+The per-topic QoS rules and sample identity live in nodes/recording.py.
+
 Subscriptions are raw (`raw=True`): the callback gets the CDR bytes the bag
 stores, so nothing is deserialised. A topic's type comes from the `types`
 parameter ("topic:=pkg/msg/Type") or from the ROS graph, polled every
@@ -23,29 +25,25 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 
 from liquid_control.bags import BagError
-from liquid_control.bags.writer import BagWriter, BagWriterConfig, default_qos, message_definition
-from liquid_control.nodes.compat import subscription_event_callbacks_class
+from liquid_control.bags.writer import BagWriter, BagWriterConfig, message_definition
 from liquid_control.nodes.common import (DiagnosticsPublisher, ParamSpec, declare_parameters_with_ranges, make_status,
                                          message_class, string_list_parameter)
+from liquid_control.nodes.compat import subscription_event_callbacks_class
+from liquid_control.nodes.recording import (DEDUPLICATION_WINDOW, IGNORED_WHEN_RECORDING_ALL, RETIRE_AFTER_S,
+                                            RecordedTopic, bag_qos, describe, offered_qos, same_qos, sample_key,
+                                            unserved)
 
 # Iron+: rclpy.event_handler; Humble: rclpy.qos_event (nodes/compat.py).
 EVENT_CALLBACKS, EVENT_CALLBACKS_MISSING = subscription_event_callbacks_class()
-IGNORED_WHEN_RECORDING_ALL = ("/rosout", "/parameter_events")
-# An unneeded subscription is destroyed this long (s) after the kept one has matched every
-# publisher: DDS discovery is two-sided and the publisher's half can lag (> 1 s measured here).
-RETIRE_AFTER_S = 2.0
-# Keys of recently recorded samples kept per topic once it has had two subscriptions at a time.
-DEDUPLICATION_WINDOW = 1000
 
 PARAMS = [
     ParamSpec("output", "", "bag directory to create; empty: rosbag2_YYYY_MM_DD-HH_MM_SS in the working directory"),
@@ -55,73 +53,6 @@ PARAMS = [
     ParamSpec("queue_depth", 100, "subscription queue depth (messages)", 1, 10000),
     ParamSpec("max_duration_s", 0.0, "stop recording after this many seconds (0: until shut down)", 0.0, 1e9),
 ]
-
-
-def _qos_dict(profile: QoSProfile) -> dict[str, Any]:
-    qos = default_qos(reliability="best_effort" if profile.reliability == ReliabilityPolicy.BEST_EFFORT else "reliable",
-                      depth=profile.depth,
-                      durability="transient_local" if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                      else "volatile")
-    if profile.history == HistoryPolicy.KEEP_ALL:
-        qos["history"] = "keep_all"
-    return qos
-
-
-def qos_profile(reliability: ReliabilityPolicy, durability: DurabilityPolicy, depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=durability)
-
-
-def offered_qos(publishers: list[Any], depth: int) -> QoSProfile:
-    """Subscription QoS every publisher can serve (rosbag2's rule): best effort if any publisher is
-    best effort, transient local only if all are (so their latched samples arrive), keep last `depth`.
-    No publisher: reliable volatile."""
-    best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
-    latched = bool(publishers) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                                       for p in publishers)
-    return qos_profile(ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-                       DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE, depth)
-
-
-def same_qos(a: QoSProfile, b: QoSProfile) -> bool:
-    return a.reliability == b.reliability and a.durability == b.durability
-
-
-def describe(qos: QoSProfile) -> str:
-    return f"{qos.reliability.name.lower()} {qos.durability.name.lower()}"
-
-
-def sample_key(data: bytes, info: dict[str, Any]) -> tuple:
-    """Identity of one published sample, the same on every subscription that receives it."""
-    gid = info.get("publisher_gid")
-    gid = bytes(gid.get("data", b"")) if isinstance(gid, dict) else gid
-    sequence = info.get("publication_sequence_number")
-    if sequence is None or not gid:  # an RMW without these: source time + size is as close as we get
-        return (info.get("source_timestamp"), len(data))
-    return (gid, sequence)
-
-
-@dataclass
-class RecordedTopic:
-    """The live subscriptions of one recorded topic; the last one is kept, the others are retiring.
-
-    provisional: pre-configured type, no publisher seen yet: reliable, until the publishers' offers
-        choose.
-    recent: keys of recently recorded samples (deduplication), from the first time the topic had
-        two subscriptions at once; None before.
-    """
-
-    msgtype: str
-    cls: Any
-    subscriptions: list[tuple[QoSProfile, Any]] = field(default_factory=list)
-    provisional: bool = False
-    kept_matched_at: float | None = None  # monotonic time the kept subscription matched every publisher
-    recent: OrderedDict | None = None
-
-    @property
-    def qos(self) -> QoSProfile:
-        """QoS of the subscription that is kept."""
-        return self.subscriptions[-1][0]
-
 
 class RecorderNode(Node):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
@@ -212,8 +143,8 @@ class RecorderNode(Node):
         entry.kept_matched_at = None
 
     def add_to_bag(self, topic: str, msgtype: str, publishers: list[Any]) -> None:
-        self.writer.add_topic(topic, msgtype, [_qos_dict(p.qos_profile) for p in publishers]
-                              or [_qos_dict(offered_qos([], self.params["queue_depth"]))])
+        self.writer.add_topic(topic, msgtype, [bag_qos(p.qos_profile) for p in publishers]
+                              or [bag_qos(offered_qos([], self.params["queue_depth"]))])
         self.in_bag.add(topic)
 
     def follow_publishers(self, topic: str, entry: RecordedTopic, publishers: list[Any]) -> None:
@@ -224,7 +155,7 @@ class RecorderNode(Node):
         # Provisional (made before any publisher): follow their offers exactly, e.g. transient local
         # for latched publishers; otherwise only when some publisher cannot be served (no churn).
         if len(entry.subscriptions) == 1 and not same_qos(wanted, entry.qos) and \
-                (entry.provisional or self.unserved(entry.qos, wanted)):
+                (entry.provisional or unserved(entry.qos, wanted)):
             # Make the new subscription before breaking the old one.
             self.get_logger().info(f"re-subscribing {topic}: {describe(entry.qos)} -> {describe(wanted)}, "
                                    "as its publishers offer")
@@ -239,14 +170,6 @@ class RecorderNode(Node):
                 # Destroyed at the next discovery, never inside one of its own callbacks.
                 self.retired.extend(subscription for _, subscription in entry.subscriptions[:-1])
                 del entry.subscriptions[:-1]
-
-    @staticmethod
-    def unserved(have: QoSProfile, wanted: QoSProfile) -> bool:
-        """True when some publisher cannot serve `have` (reliable vs best effort, latched vs volatile)."""
-        reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
-        latched, volatile = DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE
-        return (have.reliability == reliable and wanted.reliability == best_effort) \
-            or (have.durability == latched and wanted.durability == volatile)
 
     def on_message(self, topic: str, data: bytes, info: dict[str, Any]) -> None:
         entry = self.subscriptions_by_topic[topic]
