@@ -18,6 +18,7 @@ from typing import Any
 from liquid_control.config import ConfigError, config_from_dict
 from liquid_control.learning.augment import AugmentConfig
 from liquid_control.simulation.expert import ExpertConfig
+from liquid_control.util.extends import extends_chain
 from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 # Command scale (m/s, m/s, m/s, rad/s): the expert's limits, so a scaled command is within [-1, 1].
@@ -191,30 +192,16 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 
 def _read_recipe(path: Path) -> tuple[dict[str, Any], str]:
-    """The recipe's mapping with its `extends` chain merged in (iterative and bounded, so no cycle or
-    chain can hang or exhaust the stack), and how errors name it."""
-    chain = [_read_mapping(path)]
-    seen = [str(path.resolve())]  # after _read_mapping: the file exists, so its name resolves
-    current = path
-    while True:
-        data = chain[-1]
-        base = data.get("extends")
-        if base is None:
-            break
+    """The recipe's mapping with its `extends` chain merged in, and how errors name it."""
+    def base_path(file: Path, base: Any) -> Path:
         if not isinstance(base, str) or not base.strip():
-            raise ConfigError(f"training config {current}: extends must name another recipe file, got "
+            raise ConfigError(f"training config {file}: extends must name another recipe file, got "
                               f"{short_repr(base)}")
-        current = current.parent / base
-        try:
-            resolved = str(current.resolve())
-        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
-            raise ConfigError(f"training config {path}: extends {short_repr(base)}: {exc}") from None
-        if resolved in seen:
-            raise ConfigError(f"training config {path}: circular extends through {current}")
-        if len(chain) > MAX_EXTENDS:
-            raise ConfigError(f"training config {path}: the extends chain is longer than {MAX_EXTENDS} files")
-        seen.append(resolved)
-        chain.append(_read_mapping(current))
+        return file.parent / base
+
+    chain = [data for _, data in extends_chain(path, _read_mapping, base_path,
+                                               lambda file, message: ConfigError(f"training config {file}: {message}"),
+                                               MAX_EXTENDS)]
     merged: dict[str, Any] = {}
     for data in reversed(chain):
         merged = _deep_merge(merged, {k: v for k, v in data.items() if k != "extends"})

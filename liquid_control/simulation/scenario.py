@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from liquid_control.util.paths import share_path
+from liquid_control.util.extends import extends_chain
 from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 TASKS = ("fly_to_target", "target_loop", "chase")
@@ -320,31 +321,19 @@ MAX_EXTENDS = 16  # shipped scenarios extend at most one level; a longer chain i
 
 
 def _resolve_raw(path: Path) -> dict[str, Any]:
-    """The file's mapping with its `extends` chain merged in (iterative: a chain is bounded, not recursed)."""
-    chain: list[tuple[Path, dict[str, Any]]] = []
-    seen: list[str] = []
-    current = path
-    while True:
-        data = read_yaml(current)
-        resolved = str(current.resolve())
-        if resolved in seen:
-            raise ScenarioError(path, "extends", f"circular extends: {' -> '.join(seen + [resolved])}")
-        seen.append(resolved)
-        chain.append((current, data))
-        base_name = data.get("extends")
-        if base_name is None:
-            break
-        if len(chain) > MAX_EXTENDS:
-            raise ScenarioError(path, "extends", f"the extends chain is longer than {MAX_EXTENDS} files")
+    """The file's mapping with its `extends` chain merged in."""
+    def base_path(file: Path, base_name: Any) -> Path:
         if not isinstance(base_name, str) or not base_name:
-            raise ScenarioError(current, "extends",
-                                f"got {short_repr(base_name)}; allowed: the name of another scenario")
-        base_path = scenario_path(base_name)
-        if not base_path.is_absolute() and not base_path.is_file():
-            base_path = current.parent / base_path
-        if not base_path.is_file():
-            raise ScenarioError(current, "extends", f"base scenario {short_repr(base_name)} not found at {base_path}")
-        current = base_path
+            raise ScenarioError(file, "extends", f"got {short_repr(base_name)}; allowed: the name of another scenario")
+        base = scenario_path(base_name)
+        if not base.is_absolute() and not base.is_file():
+            base = file.parent / base
+        if not base.is_file():
+            raise ScenarioError(file, "extends", f"base scenario {short_repr(base_name)} not found at {base}")
+        return base
+
+    chain = extends_chain(path, read_yaml, base_path, lambda file, message: ScenarioError(file, "extends", message),
+                          MAX_EXTENDS)
     merged = {k: v for k, v in chain[-1][1].items() if k != "extends"}
     for _, data in reversed(chain[:-1]):
         merged = _merge(merged, {k: v for k, v in data.items() if k != "extends"})
