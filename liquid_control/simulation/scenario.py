@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from liquid_control.util.paths import share_path
 from liquid_control.util.extends import extends_chain
+from liquid_control.util.paths import share_path
 from liquid_control.util.safe_input import InputError, load_yaml_file, short_repr
 
 TASKS = ("fly_to_target", "target_loop", "chase")
