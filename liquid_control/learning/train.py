@@ -442,6 +442,7 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
             out_of_time = over_budget()
             # A seed still on the mean-command plateau at the check epoch starts again from new weights.
             if (epoch == o.stall_check_epoch and rounds_done == 0 and restarts < o.max_restarts
+                    and config.model.init_from is None
                     and val_loss > o.stall_ratio * plateau and not out_of_time):
                 restarts += 1
                 log(f"epoch {epoch}: validation {val_loss:.4f} is above {o.stall_ratio} x the mean command's "
