@@ -18,7 +18,7 @@ from liquid_control.learning.sampler import StreamSampler, prefetched
 from liquid_control.learning.dataset import load_episodes
 from liquid_control.learning.sampler import motion_loss
 from liquid_control.learning.train import (_to_tensor_images, aux_heads, build_models, evaluate_loss, mean_command_loss,
-                                           recipe_sampler, train)
+                                           recipe_sampler, stalled, train)
 from liquid_control.models import load_model
 
 PERIOD = 1.0 / 30.0
@@ -289,6 +289,13 @@ def test_mean_command_loss_is_the_scaled_error_of_the_training_mean():
     val_set = [episode([[4, 4 / 3, 0, 0]]), episode([[2, 4 / 3, 0, 2]])]
     # frame 1: ((4-2)/2)^2 / 4 = 0.25; frame 2: (2/1)^2 / 4 = 1.0 (scale 2 on x, 1 on yaw rate)
     assert mean_command_loss(train_set, val_set, np.array([2.0, 1.0, 1.0, 1.0])) == pytest.approx(0.625)
+
+
+def test_a_stall_is_judged_by_the_best_validation_loss_so_far():
+    # Two real runs (docs/RESULTS.md, round 9): a seed on the plateau, and one whose second epoch was noisy.
+    assert stalled([0.0811, 0.0810], plateau=0.0803, ratio=0.8)
+    assert not stalled([0.0542, 0.0626], plateau=0.0747, ratio=0.8)
+    assert not stalled([0.0813, 0.0600], plateau=0.0816, ratio=0.8)
 
 
 def test_a_stalled_run_restarts_from_new_weights(tmp_path, repo_root, capsys):

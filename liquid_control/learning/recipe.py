@@ -74,8 +74,8 @@ class OptimSection:
     # Linear ramp of the learning rate from 0 over this many epochs before the cosine decay (0 = off):
     # at the full rate from the first step, some seeds sit at the mean command for several epochs.
     warmup_epochs: float = 0.0
-    # Restart a run still on the mean-command plateau after this many epochs (0 = never): its validation
-    # loss is above stall_ratio x the loss of always sending the training set's mean command. Each restart
+    # Restart a run still on the mean-command plateau after this many epochs (0 = never): its best validation
+    # loss so far is above stall_ratio x the loss of always sending the training set's mean command. Each restart
     # draws new initial weights (from seed and the restart number) and starts the schedule over; after
     # max_restarts the run goes on as it is. The epochs spent count towards max_minutes. A run that starts
     # from model.init_from (fine-tuning) never restarts.

@@ -440,13 +440,14 @@ def _train(config: TrainConfig, progress: bool, resume: bool, dist: distributed.
             if main:
                 write_log(run_dir / "train_log.csv", history)
             out_of_time = over_budget()
-            # A seed still on the mean-command plateau at the check epoch starts again from new weights.
+            # A seed that has not left the mean-command plateau by the check epoch starts again from new weights.
             if (epoch == o.stall_check_epoch and rounds_done == 0 and restarts < o.max_restarts
-                    and config.model.init_from is None
-                    and val_loss > o.stall_ratio * plateau and not out_of_time):
+                    and config.model.init_from is None and not out_of_time
+                    and stalled([row["val_loss"] for row in history], plateau, o.stall_ratio)):
                 restarts += 1
-                log(f"epoch {epoch}: validation {val_loss:.4f} is above {o.stall_ratio} x the mean command's "
-                    f"{plateau:.4f}: stalled; restart {restarts} of at most {o.max_restarts} from new weights")
+                log(f"epoch {epoch}: best validation {min(row['val_loss'] for row in history):.4f} is above "
+                    f"{o.stall_ratio} x the mean command's {plateau:.4f}: stalled; restart {restarts} of at most "
+                    f"{o.max_restarts} from new weights")
                 restart_from_new_weights()
                 state = policy.initial_state(o.batch_size, on)
             _checkpoint(checkpoint_path, dist, perception, policy, heads, optimizer, rng, best, history,
@@ -490,6 +491,13 @@ def mean_command_loss(train_set: list[EpisodeData], val_set: list[EpisodeData], 
     mean = np.concatenate([episode.labels for episode in train_set]).mean(axis=0)
     labels = np.concatenate([episode.labels for episode in val_set])
     return float((((labels - mean) / scale) ** 2).mean())
+
+
+def stalled(val_losses: list[float], plateau: float, ratio: float) -> bool:
+    """True when the best validation loss so far is above `ratio` x the mean command's (`plateau`): the run
+    has not started to read the images. The best, not the last: one noisy epoch of a run that learns is no
+    stall."""
+    return min(val_losses) > ratio * plateau
 
 
 def _brief(error: BaseException, limit: int = 300) -> str:
