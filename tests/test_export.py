@@ -107,10 +107,10 @@ def test_policy_metadata_round_trips_the_config(exported):
     assert metadata["format_version"] == str(export.FORMAT_VERSION)
 
 
-@pytest.mark.parametrize("input_norm", ["none", "channel"])
-def test_perception_export_matches_torch_and_round_trips_config(tmp_path, input_norm):
+@pytest.mark.parametrize("input_norm, keypoint_strength", [("none", False), ("channel", False), ("image", True)])
+def test_perception_export_matches_torch_and_round_trips_config(tmp_path, input_norm, keypoint_strength):
     config = PerceptionConfig(height=48, width=64, conv_channels=(8, 16), keypoints=4, feature_size=12,
-                              input_norm=input_norm)
+                              input_norm=input_norm, keypoint_strength=keypoint_strength)
     torch.manual_seed(1)
     model = FeatureExtractor(config).eval()
     path = export.export_perception(model, tmp_path / "perception.onnx")

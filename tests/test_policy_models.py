@@ -178,6 +178,34 @@ def test_feature_extractor_sees_where_things_are():
     assert (net(left) - net(right)).abs().max() > 1e-3
 
 
+def test_keypoint_strength_tells_a_strong_match_from_the_best_of_weak_ones():
+    """Without the peak logit, a spatial softmax gives the same keypoint for a bright blob and a faint one
+    at the same place (the softmax is shift-invariant in its logits); with it, the head sees the difference."""
+    config = PerceptionConfig(height=24, width=32, conv_channels=(4,), keypoints=1, feature_size=3)
+    assert config.head_inputs() == 2 + 4 and count_macs(config) > 0
+    strong = dataclasses.replace(config, keypoint_strength=True)
+    assert strong.head_inputs() == 3 + 4
+    assert count_macs(strong) - count_macs(config) == config.feature_size  # one more head input per keypoint
+    assert PerceptionConfig.from_dict({"height": 24, "width": 32}).keypoint_strength is False  # older files
+    bright, faint = torch.zeros(1, 3, 24, 32), torch.zeros(1, 3, 24, 32)
+    bright[..., 8:12, 20:24] = 1.0
+    faint[..., 8:12, 20:24] = 0.7  # (0.7 - 0.5) * 4 per channel after the fixed centring: still positive
+    for cfg, differs in ((config, False), (strong, True)):
+        torch.manual_seed(0)
+        net = FeatureExtractor(cfg).eval()
+        with torch.no_grad():
+            net.trunk[0].weight.zero_()
+            net.trunk[0].weight[:, :, 1, 1] = 1.0  # every trunk channel = the pixel's R + G + B
+            net.trunk[0].bias.zero_()
+            net.keypoint_maps.weight.fill_(10.0)
+            net.head.weight.zero_()
+            net.head.bias.zero_()
+            keypoint_and_strength = slice(0, cfg.head_inputs() - 4)  # everything but the pooled channels
+            net.head.weight[:, keypoint_and_strength] = torch.eye(3)[:, :cfg.head_inputs() - 4]
+            gap = (net(bright) - net(faint)).abs().max().item()
+        assert (gap > 1.0) == differs, (cfg.keypoint_strength, gap)
+
+
 def test_input_norm_cancels_what_it_promises_and_nothing_more():
     torch.manual_seed(0)
     scene = torch.rand(2, 3, 24, 32) * 0.6 + 0.2

@@ -4,8 +4,9 @@
 sensor_msgs/Image) into the network's input: float32 (3, H, W) RGB in [0, 1]
 at the configured size (OpenCV INTER_AREA resize). `FeatureExtractor` is a
 small strided conv net with a spatial-softmax keypoint head (where things are
-in the image, which a velocity policy needs) plus global average pooling (what
-is in the image), followed by one linear layer to ``feature_size``.
+in the image, which a velocity policy needs; optionally how strongly each
+keypoint's best match is present) plus global average pooling (what is in the
+image), followed by one linear layer to ``feature_size``.
 
 Budget (DESIGN.md): <= 300K parameters, and perception + policy <= 1 ms per
 frame on one CPU core under onnxruntime, so the default net is ~50K parameters
@@ -56,7 +57,7 @@ class FeatureExtractor(nn.Module):
             in_channels = out_channels
         self.trunk = nn.Sequential(*layers)
         self.keypoint_maps = nn.Conv2d(in_channels, cfg.keypoints, 1)
-        self.head = nn.Linear(2 * cfg.keypoints + in_channels, cfg.feature_size)
+        self.head = nn.Linear(cfg.head_inputs(), cfg.feature_size)
         fh, fw = cfg.feature_map_size()
         ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, fh), torch.linspace(-1.0, 1.0, fw), indexing="ij")
         # Derived from the config, so not saved in model files (persistent=False); exports carry them.
@@ -70,7 +71,10 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"perception: expected images (batch, {cfg.channels}, {cfg.height}, {cfg.width}), "
                              f"got {tuple(images.shape)}")
         x = self.trunk(normalise_input(images, cfg.input_norm))
-        attention = F.softmax(self.keypoint_maps(x).flatten(2), dim=-1)  # (B, K, h*w)
-        keypoints = torch.cat([(attention * self.grid_x).sum(-1), (attention * self.grid_y).sum(-1)], dim=1)
-        pooled = x.mean(dim=(2, 3))
-        return self.head(torch.cat([keypoints, pooled], dim=1))
+        logits = self.keypoint_maps(x).flatten(2)  # (B, K, h*w)
+        attention = F.softmax(logits, dim=-1)
+        parts = [(attention * self.grid_x).sum(-1), (attention * self.grid_y).sum(-1)]
+        if cfg.keypoint_strength:
+            parts.append(logits.amax(dim=-1))
+        parts.append(x.mean(dim=(2, 3)))
+        return self.head(torch.cat(parts, dim=1))

@@ -43,6 +43,11 @@ class PerceptionConfig(ConfigBase):
                 deviation, so a global change of brightness or exposure (dim light, gain) cancels;
             "channel": subtract each channel's own mean, then divide by the frame's standard deviation,
                 so a global colour cast (white balance, coloured light) cancels too.
+        keypoint_strength: also give the head each keypoint map's largest logit, how strongly its best
+            match is present. A spatial softmax always returns a position, even when nothing in the
+            frame matches (the target out of view, only an orange object in it); its peak logit tells a
+            strong match from the best of weak ones. Adds `keypoints` inputs to the head (False: the
+            models shipped before round 10).
     """
 
     height: int = 96
@@ -52,6 +57,7 @@ class PerceptionConfig(ConfigBase):
     keypoints: int = 16
     feature_size: int = 32
     input_norm: str = "none"
+    keypoint_strength: bool = False
 
     def __post_init__(self) -> None:
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
@@ -77,6 +83,11 @@ class PerceptionConfig(ConfigBase):
         if problems:
             raise ValueError("PerceptionConfig: " + "; ".join(problems))
 
+    def head_inputs(self) -> int:
+        """Inputs of the final linear layer: keypoint (x, y) [+ peak logits] + pooled trunk channels."""
+        per_keypoint = 3 if self.keypoint_strength else 2
+        return per_keypoint * self.keypoints + self.conv_channels[-1]
+
     def feature_map_size(self) -> tuple[int, int]:
         """(H, W) after the stride-2 convolutions (padding 1, kernel 3)."""
         h, w = self.height, self.width
@@ -93,7 +104,7 @@ def count_macs(config: PerceptionConfig) -> int:
         macs += h * w * out_channels * channels * 9
         channels = out_channels
     macs += h * w * config.keypoints * channels
-    macs += (2 * config.keypoints + channels) * config.feature_size
+    macs += config.head_inputs() * config.feature_size
     return macs
 
 
